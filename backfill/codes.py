@@ -1,0 +1,46 @@
+"""Row statuses and reason codes: the stable words of reports and results files."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    """The final status of one input row in a results file."""
+
+    SENT = "sent"
+    NOT_FOUND = "not_found"
+    REJECTED = "rejected"
+    FAILED = "failed"
+    INVALID = "invalid"
+
+
+class Reason(StrEnum):
+    """Why a row is invalid; checked in this order, a row gets the first that applies."""
+
+    MALFORMED_ROW = "malformed_row"
+    MISSING_EMBEDDABLE_ID = "missing_embeddable_id"
+    MISSING_TIMESTAMP = "missing_timestamp"
+    MISSING_CUSTOM_EVENT_NAME = "missing_custom_event_name"
+    MISSING_IDENTIFIER_KEY = "missing_identifier_key"
+    MISSING_IDENTIFIER_VALUE = "missing_identifier_value"
+    BAD_TIMESTAMP = "bad_timestamp"
+    FUTURE_TIMESTAMP = "future_timestamp"
+    BAD_EVENT_NAME = "bad_event_name"
+    BAD_IDENTIFIER_VALUE = "bad_identifier_value"
+    BAD_METRIC = "bad_metric"
+    BAD_PROPS = "bad_props"
+
+
+class Repair(StrEnum):
+    """A change the tool made to a value so that it could be sent."""
+
+    EVENT_NAME_CONVERTED = "event_name_converted"
+    IDENTIFIER_UNWRAPPED = "identifier_unwrapped"
+    TIMEZONE_ASSUMED = "timezone_assumed"
+
+
+# API error code carried by a 404 for an unknown user entry.
+ENTRY_NOT_FOUND = "ENTRY_NOT_FOUND"
+TIMEOUT = "TIMEOUT"
+CONNECTION_ERROR = "CONNECTION_ERROR"
