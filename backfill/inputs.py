@@ -1,0 +1,414 @@
+"""Open CSV/TSV/JSONL inputs (optionally gzip, or stdin) and yield bounded batches of rows.
+
+A batch is a Polars frame with the row number (``ROW``), a malformed-row message or null
+(``MALFORMED``) and the row's values as text. CSV batches carry every header column; JSONL
+batches carry the columns asked for plus the raw line (``LINE``). Batches are cut at record
+boundaries from a byte stream, so memory stays bounded whatever the file size.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import os
+import sys
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Literal
+
+import polars as pl
+
+from backfill.errors import InputError
+
+Format = Literal["csv", "tsv", "jsonl"]
+FORMATS: dict[str, Format] = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+SEPARATORS = {"csv": ",", "tsv": "\t"}
+ROW = "__row"
+MALFORMED = "__malformed"
+LINE = "__line"
+BATCH_BYTES = 8 << 20
+JSONL_SAMPLE_LINES = 1000
+BOM = b"\xef\xbb\xbf"
+GZIP_MAGIC = b"\x1f\x8b"
+# Control characters that never occur in a sane export, used to read a chunk as whole lines.
+LINE_SEPARATORS = ("\x1f", "\x1e", "\x1d", "\x1c", "\x07")
+
+
+@dataclass
+class InputFile:
+    """One opened input: its name as given, format, columns, and the stream positioned at data."""
+
+    name: str
+    format: Format
+    columns: list[str]
+    stream: BinaryIO
+    size: int | None = None  # bytes on disk; None for stdin
+    pending: bytes = b""  # data already read from the stream while looking at the header
+    rows_read: int = field(default=0)
+
+    def close(self) -> None:
+        """Close the underlying stream (never stdin)."""
+        if self.name != "-":
+            self.stream.close()
+
+
+def detect_format(name: str, override: str | None) -> tuple[Format, bool]:
+    """The input's format and whether it is gzip-compressed, from its name or --format."""
+    lowered = name.lower()
+    compressed = lowered.endswith(".gz")
+    stem = lowered[:-3] if compressed else lowered
+    if override is not None:
+        return FORMATS.get(f".{override}", "csv"), compressed
+    if name == "-":
+        raise InputError("-: reading stdin needs --format csv, tsv or jsonl")
+    for ext, fmt in FORMATS.items():
+        if stem.endswith(ext):
+            return fmt, compressed
+    raise InputError(
+        f"{name}: unknown input format (expected .csv, .tsv, .jsonl or .ndjson,"
+        " optionally .gz; or give --format)"
+    )
+
+
+def open_input(name: str, format_override: str | None = None) -> InputFile:
+    """Open an input and read its columns; any problem is a one-line InputError."""
+    fmt, compressed = detect_format(name, format_override)
+    stream, size = _open_stream(name, compressed)
+    try:
+        first = _read(stream, name, 0)
+        if not first:
+            raise InputError(f"{name}: file is empty (no header or rows)")
+        first = first.removeprefix(BOM)
+        if fmt == "jsonl":
+            return _open_jsonl(name, stream, size, first)
+        return _open_delimited(name, fmt, stream, size, first)
+    except BaseException:
+        if name != "-":
+            stream.close()
+        raise
+
+
+def _open_stream(name: str, compressed: bool) -> tuple[BinaryIO, int | None]:
+    """The raw byte stream of an input; gzip is checked by its magic bytes."""
+    if name == "-":
+        return sys.stdin.buffer, None
+    path = Path(name)
+    try:
+        raw: BinaryIO = path.open("rb")
+    except FileNotFoundError:
+        raise InputError(f"{name}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{name}: is a directory, not an input file") from None
+    except PermissionError:
+        raise InputError(f"{name}: permission denied") from None
+    except OSError as exc:
+        raise InputError(f"{name}: cannot open: {exc.strerror}") from None
+    size = os.fstat(raw.fileno()).st_size
+    if not compressed:
+        return raw, size
+    if raw.read(2) != GZIP_MAGIC:
+        raw.close()
+        raise InputError(f"{name}: not a gzip file (the name ends in .gz)")
+    raw.seek(0)
+    return gzip.GzipFile(fileobj=raw, mode="rb"), size  # type: ignore[return-value]
+
+
+def _read(stream: BinaryIO, name: str, rows_before: int) -> bytes:
+    """One block of the stream; decompression and disk errors name the file and row."""
+    try:
+        return stream.read(BATCH_BYTES)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise InputError(
+            f"{name}: compressed data is corrupt or truncated after row {rows_before} ({exc})"
+        ) from None
+    except OSError as exc:
+        raise InputError(f"{name}: cannot read after row {rows_before}: {exc}") from None
+
+
+def _open_delimited(
+    name: str, fmt: Format, stream: BinaryIO, size: int | None, first: bytes
+) -> InputFile:
+    """Read the header record of a CSV/TSV input."""
+    buf = first
+    end = _record_end(buf, quoted=True, first_only=True)
+    while end < 0:
+        more = _read(stream, name, 0)
+        if not more:
+            end = len(buf)
+            break
+        buf += more
+        end = _record_end(buf, quoted=True, first_only=True)
+    try:
+        header_text = buf[:end].decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{name}: the header row is not valid UTF-8") from None
+    header = next(csv.reader(io.StringIO(header_text), delimiter=SEPARATORS[fmt]), [])
+    columns = _column_names(name, header)
+    return InputFile(name, fmt, columns, stream, size, pending=buf[end + 1 :])
+
+
+def _column_names(name: str, header: list[str]) -> list[str]:
+    """Header names, stripped; blank names become column_N; duplicates are refused."""
+    columns = [h.strip() or f"column_{i + 1}" for i, h in enumerate(header)]
+    if not columns or columns == ["column_1"]:
+        raise InputError(f"{name}: the header row is empty")
+    seen: set[str] = set()
+    for column in columns:
+        if column in seen:
+            raise InputError(f"{name}: column '{column}' appears twice in the header row")
+        seen.add(column)
+    return columns
+
+
+def _open_jsonl(name: str, stream: BinaryIO, size: int | None, first: bytes) -> InputFile:
+    """Learn a JSONL input's field names from the keys of its first lines."""
+    keys: dict[str, None] = {}
+    for line in first.split(b"\n")[:JSONL_SAMPLE_LINES]:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            keys.update(dict.fromkeys(record))
+    return InputFile(name, "jsonl", list(keys), stream, size, pending=first)
+
+
+def _record_end(buf: bytes, quoted: bool, first_only: bool = False) -> int:
+    """Index of the newline that ends the first (or last) whole record in buf, or -1.
+
+    A newline ends a record when the quotes before it are balanced; the parity is carried
+    from one candidate to the next so a whole block is scanned once, not once per line.
+    """
+    if not quoted:
+        return buf.find(b"\n") if first_only else buf.rfind(b"\n")
+    if first_only:
+        pos, parity = buf.find(b"\n"), 0
+        start = 0
+        while pos >= 0:
+            parity = (parity + buf.count(b'"', start, pos)) % 2
+            if parity == 0:
+                return pos
+            start, pos = pos, buf.find(b"\n", pos + 1)
+        return -1
+    pos = buf.rfind(b"\n")
+    parity = buf.count(b'"', 0, pos) % 2 if pos >= 0 else 0
+    while pos >= 0 and parity:
+        prev = buf.rfind(b"\n", 0, pos)
+        parity = (parity + buf.count(b'"', prev + 1, pos)) % 2
+        pos = prev
+    return pos
+
+
+def _chunks(inp: InputFile) -> Iterator[bytes]:
+    """Record-aligned byte chunks of about BATCH_BYTES; the last may lack a final newline."""
+    quoted = inp.format != "jsonl"
+    buf, inp.pending = inp.pending, b""
+    while True:
+        more = _read(inp.stream, inp.name, inp.rows_read)
+        if not more:
+            if buf:
+                yield buf
+            return
+        buf += more
+        end = _record_end(buf, quoted)
+        if end >= 0 and len(buf) >= BATCH_BYTES // 2:
+            yield buf[: end + 1]
+            buf = buf[end + 1 :]
+
+
+def batches(inp: InputFile, columns: Sequence[str] = ()) -> Iterator[pl.DataFrame]:
+    """Frames of rows, numbered from 1 per input; JSONL yields ``columns`` plus the line."""
+    number = 0  # records so far (CSV) or lines so far (JSONL)
+    for chunk in _chunks(inp):
+        if inp.format == "jsonl":
+            frame = _jsonl_frame(chunk, number, columns)
+            number += chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
+        else:
+            frame = _delimited_frame(chunk, inp, number)
+            number += frame.height
+        inp.rows_read += frame.height
+        if frame.height:
+            yield frame
+
+
+def _lines(text: str) -> pl.Series:
+    """The lines of a chunk as a Series, without line ends; a final empty piece is dropped."""
+    lines = pl.Series("line", [text]).str.split("\n").explode()
+    if text.endswith("\n"):
+        lines = lines.head(len(lines) - 1)
+    return lines.str.strip_suffix("\r")
+
+
+def _raw_lines(chunk: bytes) -> pl.Series | None:
+    """The chunk's lines as read by Polars (no quoting), or None if no spare separator exists."""
+    spare = next((c for c in LINE_SEPARATORS if c.encode() not in chunk), None)
+    if spare is None:
+        return None
+    frame = pl.read_csv(
+        chunk,
+        has_header=False,
+        separator=spare,
+        quote_char=None,
+        schema={"line": pl.String},
+        empty_string_is_null=False,
+        raise_if_empty=False,
+    )
+    return frame["line"].str.strip_suffix("\r")
+
+
+def _field_counts(lines: pl.Series, frame: pl.DataFrame, sep: str) -> pl.Series:
+    """Fields per record: separators in the line, less those inside the parsed (quoted) values.
+
+    A short row has fewer separators than fields; a long one has separators that the
+    truncated row's values do not account for. Both show as a count other than the header's.
+    """
+    counts = lines.str.count_matches(sep, literal=True) + 1
+    if not lines.str.contains('"', literal=True).any():
+        return counts
+    inside = frame.select(
+        pl.sum_horizontal(pl.all().str.count_matches(sep, literal=True).fill_null(0))
+    ).to_series()
+    return counts - inside
+
+
+def _delimited_frame(chunk: bytes, inp: InputFile, rows_before: int) -> pl.DataFrame:
+    """Parse a CSV/TSV chunk with Polars, falling back to the csv module for broken chunks."""
+    sep = SEPARATORS[inp.format]
+    try:
+        lines = _raw_lines(chunk)
+        frame = pl.read_csv(
+            chunk,
+            has_header=False,
+            separator=sep,
+            schema={f"c{i}": pl.String for i in range(len(inp.columns))},
+            truncate_ragged_lines=True,
+            missing_columns="insert",
+            empty_string_is_null=False,
+            raise_if_empty=False,
+        )
+    except pl.exceptions.PolarsError:
+        return _delimited_slow(chunk, inp, rows_before)  # bad bytes or a stray quote
+    if lines is None or frame.height != len(lines):
+        return _delimited_slow(chunk, inp, rows_before)  # a quoted field spans lines
+    frame.columns = inp.columns
+    fields = _field_counts(lines, frame, sep)
+    expected = len(inp.columns)
+    frame = frame.with_columns(
+        pl.when(fields != expected)
+        .then(pl.format("expected {} fields, found {}", pl.lit(expected), fields))
+        .otherwise(None)
+        .alias(MALFORMED),
+        (lines.str.len_bytes() == 0).alias("__blank"),
+    )
+    if frame["__blank"].any():
+        frame = frame.filter(~pl.col("__blank"))
+    return _number(frame.drop("__blank"), rows_before)
+
+
+def _number(frame: pl.DataFrame, rows_before: int) -> pl.DataFrame:
+    """Put the 1-based row number first."""
+    rows = pl.int_range(rows_before + 1, rows_before + 1 + pl.len(), dtype=pl.Int64)
+    return frame.select(rows.alias(ROW), pl.col(MALFORMED), *[c for c in frame.columns if c != MALFORMED])
+
+
+def _delimited_slow(chunk: bytes, inp: InputFile, rows_before: int) -> pl.DataFrame:
+    """Parse a chunk record by record with the csv module: bad bytes, stray quotes, multi-line fields."""
+    text = chunk.decode("utf-8", errors="surrogateescape")
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=SEPARATORS[inp.format])
+    expected = len(inp.columns)
+    rows: list[list[str]] = []
+    problems: list[str | None] = []
+    while True:
+        try:
+            record = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            rows.append([""] * expected)
+            problems.append(f"unreadable record ({exc}); the rest of the file was read as part of it")
+            break
+        if not record:
+            continue  # a blank line is not a record
+        problems.append(_record_problem(record, expected))
+        rows.append([_clean(v) for v in (record + [""] * expected)[:expected]])
+    frame = pl.DataFrame(rows, schema=inp.columns, orient="row") if rows else _empty(inp.columns)
+    frame = frame.with_columns(pl.Series(MALFORMED, problems, dtype=pl.String))
+    return _number(frame, rows_before)
+
+
+def _record_problem(record: list[str], expected: int) -> str | None:
+    """Why a parsed record cannot be used, or None."""
+    if len(record) != expected:
+        return f"expected {expected} fields, found {len(record)}"
+    if any(_has_bad_bytes(v) for v in record):
+        return "not valid UTF-8"
+    return None
+
+
+def _has_bad_bytes(value: str) -> bool:
+    """Whether a surrogate-escaped string held bytes that are not UTF-8."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _clean(value: str) -> str:
+    """A value that Polars can hold: undecodable bytes become U+FFFD."""
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _empty(columns: Sequence[str]) -> pl.DataFrame:
+    """A frame with no rows and the given text columns."""
+    return pl.DataFrame(schema={c: pl.String for c in columns})
+
+
+def _decode_lines(chunk: bytes) -> tuple[str, list[int]]:
+    """Decode a JSONL chunk; lines that are not UTF-8 are blanked and their indexes returned."""
+    try:
+        return chunk.decode("utf-8"), []
+    except UnicodeDecodeError:
+        pass
+    parts = chunk.split(b"\n")
+    bad: list[int] = []
+    for i, part in enumerate(parts):
+        try:
+            part.decode("utf-8")
+        except UnicodeDecodeError:
+            bad.append(i)
+            parts[i] = b"\x00"
+    return b"\n".join(parts).decode("utf-8"), bad
+
+
+def json_path(column: str) -> str:
+    """A JSONPath that selects one top-level field by name."""
+    escaped = column.replace("\\", "\\\\").replace("'", "\\'")
+    return f"$['{escaped}']"
+
+
+def _jsonl_frame(chunk: bytes, lines_before: int, columns: Sequence[str]) -> pl.DataFrame:
+    """Parse a JSONL chunk: one row per non-blank line, fields as text, broken lines flagged."""
+    text, undecodable = _decode_lines(chunk)
+    line = _lines(text)
+    frame = pl.DataFrame({LINE: line}).with_columns(
+        pl.int_range(lines_before + 1, lines_before + 1 + pl.len(), dtype=pl.Int64).alias(ROW)
+    )
+    frame = frame.filter(pl.col(LINE).str.strip_chars() != "")
+    body = pl.col(LINE)
+    frame = frame.with_columns(
+        pl.when(pl.col(ROW).is_in([lines_before + 1 + i for i in undecodable]))
+        .then(pl.lit("not valid UTF-8"))
+        .when(~body.str.strip_chars_start().str.starts_with("{"))
+        .then(pl.lit("not a JSON object"))
+        .when(body.str.json_path_match("$").is_null())
+        .then(pl.lit("not valid JSON"))
+        .otherwise(None)
+        .alias(MALFORMED),
+        *[body.str.json_path_match(json_path(c)).alias(c) for c in columns],
+    )
+    return frame.select(ROW, MALFORMED, *columns, LINE)
