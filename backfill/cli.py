@@ -58,7 +58,11 @@ def input_options(func: F) -> F:
         help="Input format, needed for stdin (-); overrides the file extension.",
     )(func)
     func = click.option(
-        "-m", "--mapping", "mapping_path", required=True, type=click.Path(dir_okay=False),
+        "-m",
+        "--mapping",
+        "mapping_path",
+        required=True,
+        type=click.Path(dir_okay=False),
         help="The TOML mapping file.",
     )(func)
     return click.argument("inputs", nargs=-1, required=True)(func)
@@ -66,8 +70,17 @@ def input_options(func: F) -> F:
 
 @cli.command()
 @input_options
-@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the report as JSON to PATH.json.")
-@click.option("--invalid-out", type=click.Path(dir_okay=False), help="Write invalid rows (CSV or JSONL by extension).")
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False),
+    help="Write the report as JSON to PATH.json.",
+)
+@click.option(
+    "--invalid-out",
+    type=click.Path(dir_okay=False),
+    help="Write invalid rows (CSV or JSONL by extension).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of text.")
 @reports_errors
 def validate(

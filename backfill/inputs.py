@@ -312,11 +312,13 @@ def _delimited_frame(chunk: bytes, inp: InputFile, rows_before: int) -> pl.DataF
 def _number(frame: pl.DataFrame, rows_before: int) -> pl.DataFrame:
     """Put the 1-based row number first."""
     rows = pl.int_range(rows_before + 1, rows_before + 1 + pl.len(), dtype=pl.Int64)
-    return frame.select(rows.alias(ROW), pl.col(MALFORMED), *[c for c in frame.columns if c != MALFORMED])
+    return frame.select(
+        rows.alias(ROW), pl.col(MALFORMED), *[c for c in frame.columns if c != MALFORMED]
+    )
 
 
 def _delimited_slow(chunk: bytes, inp: InputFile, rows_before: int) -> pl.DataFrame:
-    """Parse a chunk record by record with the csv module: bad bytes, stray quotes, multi-line fields."""
+    """Parse a chunk record by record with the csv module (bad bytes, stray quotes, newlines)."""
     text = chunk.decode("utf-8", errors="surrogateescape")
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=SEPARATORS[inp.format])
     expected = len(inp.columns)
@@ -329,7 +331,9 @@ def _delimited_slow(chunk: bytes, inp: InputFile, rows_before: int) -> pl.DataFr
             break
         except csv.Error as exc:
             rows.append([""] * expected)
-            problems.append(f"unreadable record ({exc}); the rest of the file was read as part of it")
+            problems.append(
+                f"unreadable record ({exc}); the rest of the file was read as part of it"
+            )
             break
         if not record:
             continue  # a blank line is not a record

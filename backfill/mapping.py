@@ -5,7 +5,8 @@ from __future__ import annotations
 import difflib
 import tomllib
 import zoneinfo
-from collections.abc import Iterable, Mapping as AnyMapping, Sequence
+from collections.abc import Iterable, Sequence
+from collections.abc import Mapping as AnyMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -191,7 +192,9 @@ def _source(table: dict[str, Any], where: str, key: str, name: str) -> Source:
     """A field given as a bare column name, { column = ... } or { value = ... }."""
     place = f"{where}.{key}"
     if key not in table:
-        raise MappingError(f"{name}: [{where}] missing '{key}' (a column name or {{ value = ... }})")
+        raise MappingError(
+            f"{name}: [{where}] missing '{key}' (a column name or {{ value = ... }})"
+        )
     spec = table[key]
     if isinstance(spec, str):
         return Source(place, column=_non_empty(spec, name, place))
@@ -221,7 +224,11 @@ def _constant(value: object, name: str, place: str) -> str:
     """A constant value as text; numbers are allowed for identifier values."""
     if isinstance(value, str):
         return _non_empty(value, name, place)
-    if place == "identifier.value" and isinstance(value, int | float) and not isinstance(value, bool):
+    if (
+        place == "identifier.value"
+        and isinstance(value, int | float)
+        and not isinstance(value, bool)
+    ):
         return str(value)
     raise MappingError(f"{name}: {place}.value must be a string, got {_type_name(value)}")
 
@@ -277,7 +284,7 @@ def _rename(table: dict[str, Any], name: str) -> dict[str, str]:
     """The props rename table: column -> props key."""
     value = table.get("rename", {})
     if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-        raise MappingError(f"{name}: props.rename must be a table of column = \"new name\"")
+        raise MappingError(f'{name}: props.rename must be a table of column = "new name"')
     return {str(k): _non_empty(v, name, f"props.rename.{k}") for k, v in value.items()}
 
 

@@ -52,7 +52,9 @@ ASSUMED = Repair.TIMEZONE_ASSUMED.value
 # makes Polars evaluate the shared parts again for every use.
 
 
-def build_payloads(batch: pl.DataFrame, mapping: Mapping, now: datetime | None = None) -> pl.DataFrame:
+def build_payloads(
+    batch: pl.DataFrame, mapping: Mapping, now: datetime | None = None
+) -> pl.DataFrame:
     """Validate every row of a batch and build its payload: one output row per input row."""
     now = now or datetime.now(UTC)
     frame = batch.with_columns(
@@ -63,8 +65,8 @@ def build_payloads(batch: pl.DataFrame, mapping: Mapping, now: datetime | None =
         _text(mapping.identifier_value).alias(VALUE_TEXT),
     )
     frame = _with_time(frame, mapping)
-    frame = frame.with_columns(_event_name(pl.col(NAME_TEXT), mapping).alias(EVENT_NAME))
-    frame = _with_identifier(frame, mapping)
+    frame = per_distinct(frame, NAME_TEXT, {EVENT_NAME: _event_name(pl.col(NAME_TEXT), mapping)})
+    frame = _with_identifier(frame, mapping, _quoted_levels(batch, mapping))
     frame = _with_props(frame, mapping)
     frame = frame.with_columns(_reason(mapping, now).alias(REASON))
     return frame.select(
@@ -80,6 +82,29 @@ def build_payloads(batch: pl.DataFrame, mapping: Mapping, now: datetime | None =
     )
 
 
+def per_distinct(frame: pl.DataFrame, column: str, outputs: dict[str, pl.Expr]) -> pl.DataFrame:
+    """Add columns computed once per distinct value of ``column`` and joined back.
+
+    Event names, embeddable ids, dimensions and the like repeat across millions of rows, so
+    computing on the few distinct values is far cheaper than computing on every row.
+    """
+    table = frame.select(pl.col(column).unique()).with_columns(**outputs)
+    return frame.join(table, on=column, how="left", nulls_equal=True, maintain_order="left")
+
+
+def _quoted_levels(batch: pl.DataFrame, mapping: Mapping) -> int:
+    """How many rounds of unquoting identifier values may need: none when no value is quoted."""
+    column = mapping.identifier_value.column
+    if mapping.identifier_type == "json":
+        return 0
+    if column is None:
+        return UNWRAP_LEVELS if (mapping.identifier_value.value or "").startswith('"') else 0
+    quoted = batch.select(
+        pl.col(column).cast(pl.String).str.strip_chars().str.starts_with('"').any()
+    )
+    return UNWRAP_LEVELS if quoted.item() else 0
+
+
 def _text(source: Source) -> pl.Expr:
     """A field's value as trimmed text, null when blank."""
     expr = pl.col(source.column) if source.column is not None else pl.lit(source.value)
@@ -88,7 +113,7 @@ def _text(source: Source) -> pl.Expr:
 
 
 def json_literal(expr: pl.Expr) -> pl.Expr:
-    """The JSON string literal of a text expression (quotes and escapes included); null stays null."""
+    """The JSON string literal of a text expression; null stays null."""
     encoded = pl.struct(expr.alias("v")).struct.json_encode()
     literal = encoded.str.strip_prefix('{"v":').str.strip_suffix("}")
     return pl.when(expr.is_not_null()).then(literal)
@@ -105,7 +130,9 @@ def _with_time(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
         text.str.slice(0, 10) + pl.lit("T") + text.str.slice(11)
     )
     iso = pl.coalesce(dated_t, text).str.replace(r"[zZ]$", "+00:00")
-    frame = frame.with_columns(iso.alias("__iso"), pl.lit(None, pl.Datetime("us", "UTC")).alias(TIME))
+    frame = frame.with_columns(
+        iso.alias("__iso"), pl.lit(None, pl.Datetime("us", "UTC")).alias(TIME)
+    )
     fmt = mapping.timestamp_format
     attempts: list[tuple[str, str, bool]] = []
     if fmt is not None:
@@ -118,12 +145,14 @@ def _with_time(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
     frame = frame.with_columns(pl.col(TIME).is_null().alias(ASSUMED))
     for pattern in NAIVE_FORMATS:
         frame = _try_format(frame, "__iso", pattern, False, mapping.timezone)
-    return frame.with_columns(
-        (pl.col(ASSUMED) & pl.col(TIME).is_not_null()).alias(ASSUMED)
-    ).drop("__iso", "__epoch")
+    return frame.with_columns((pl.col(ASSUMED) & pl.col(TIME).is_not_null()).alias(ASSUMED)).drop(
+        "__iso", "__epoch"
+    )
 
 
-def _try_format(frame: pl.DataFrame, column: str, pattern: str, aware: bool, zone: str) -> pl.DataFrame:
+def _try_format(
+    frame: pl.DataFrame, column: str, pattern: str, aware: bool, zone: str
+) -> pl.DataFrame:
     """Fill TIME for still-unread rows that match one strftime pattern."""
     pending = pl.when(pl.col(TIME).is_null()).then(pl.col(column))
     if aware:
@@ -157,17 +186,17 @@ def _event_name(text: pl.Expr, mapping: Mapping) -> pl.Expr:
     return pl.when(text.str.contains(CONVERTIBLE_NAME)).then(converted).otherwise(text)
 
 
-def _with_identifier(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
+def _with_identifier(frame: pl.DataFrame, mapping: Mapping, levels: int) -> pl.DataFrame:
     """Add UNWRAPPED (quoting undone) and IDENT (the JSON text to send, or null when bad)."""
     frame = frame.with_columns(pl.col(VALUE_TEXT).alias(UNWRAPPED))
     if mapping.identifier_type == "json":
         valid = pl.col(VALUE_TEXT).str.json_path_match("$").is_not_null()
         return frame.with_columns(pl.when(valid).then(pl.col(VALUE_TEXT)).alias(IDENT))
-    for _ in range(UNWRAP_LEVELS):
+    for _ in range(levels):
         value = pl.col(UNWRAPPED)
-        quoted = value.str.starts_with('"') & value.str.ends_with('"') & (value.str.len_chars() >= 2)
-        if not frame.select(quoted.any()).item():
-            break
+        quoted = (
+            value.str.starts_with('"') & value.str.ends_with('"') & (value.str.len_chars() >= 2)
+        )
         decoded = pl.when(quoted).then(value).str.json_path_match("$").str.strip_chars()
         frame = frame.with_columns(pl.coalesce(decoded, value).alias(UNWRAPPED))
     value = pl.col(UNWRAPPED)
@@ -182,32 +211,59 @@ def _with_identifier(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
 
 def _with_props(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
     """Add PROPS (the props object's JSON text), BAD_METRIC and BAD_JSON."""
-    metric_cols = [f"__m{i}" for i in range(len(mapping.metrics))]
+    metrics = [f"__metric{i}" for i in range(len(mapping.metrics))]
     frame = frame.with_columns(
-        *[_metric(c).alias(name) for c, name in zip(mapping.metrics, metric_cols, strict=True)],
-        *[_bad_metric(c).alias(f"__bad{name}") for c, name in zip(mapping.metrics, metric_cols, strict=True)],
+        *[_metric(c).alias(n) for c, n in zip(mapping.metrics, metrics, strict=True)],
+        *[_bad_metric(c).alias(f"__bad{n}") for c, n in zip(mapping.metrics, metrics, strict=True)],
     )
-    metrics = [_member(mapping.prop_name(c), pl.col(n)) for c, n in zip(mapping.metrics, metric_cols, strict=True)]
-    dims = [_member(mapping.prop_name(c), json_literal(_cell(c))) for c in mapping.dimensions]
-    cols = [_member(mapping.prop_name(c), json_literal(_cell(c))) for c in mapping.columns]
-    frame = frame.with_columns(_object(metrics).alias("__metrics"), _object(dims).alias("__dims"))
-    members = [_nested("payload_metrics", "__metrics"), _nested("payload_dimensions", "__dims")]
-    bad_json = pl.lit(False)
+    text_props = [*mapping.dimensions, *mapping.columns]
+    for i, column in enumerate(text_props):
+        member = _member(mapping.prop_name(column), json_literal(_cell(column)))
+        frame = per_distinct(frame, column, {f"__text{i}": member})
+    dims = [pl.col(f"__text{i}") for i in range(len(mapping.dimensions))]
+    cols = [pl.col(f"__text{i}") for i in range(len(mapping.dimensions), len(text_props))]
+    members = [
+        _nested(
+            "payload_metrics",
+            _object(
+                [
+                    _member(mapping.prop_name(c), pl.col(n))
+                    for c, n in zip(mapping.metrics, metrics, strict=True)
+                ]
+            ),
+        ),
+        _nested("payload_dimensions", _object(dims)),
+    ]
+    frame = frame.with_columns(
+        pl.lit(None, pl.String).alias("__json"), pl.lit(False).alias(BAD_JSON)
+    )
     if mapping.json_column is not None:
-        frame = frame.with_columns(_cell(mapping.json_column).alias("__json"))
-        frame = frame.with_columns(pl.col("__json").str.json_path_match("$").alias("__compact"))
-        compact = pl.col("__compact")
-        is_object = (compact.str.starts_with("{") & pl.col("__json").str.starts_with("{")).fill_null(False)
-        inner = compact.str.slice(1, compact.str.len_chars() - 2)
-        members.insert(0, pl.when(is_object & (inner != "")).then(inner))  # explicit columns win a duplicate key
-        bad_json = pl.col("__json").is_not_null() & ~is_object
-    bad_metric = pl.any_horizontal([pl.col(f"__bad{n}") for n in metric_cols]) if metric_cols else pl.lit(False)
-    frame = frame.with_columns(
-        _object([*members, *cols]).fill_null("").alias(PROPS),
-        bad_metric.alias(BAD_METRIC),
-        bad_json.alias(BAD_JSON),
+        frame = per_distinct(
+            frame.drop("__json", BAD_JSON), mapping.json_column, _json_object(mapping.json_column)
+        )
+    bad = [pl.col(f"__bad{n}") for n in metrics]
+    return frame.with_columns(
+        (
+            pl.lit("{") + _object([pl.col("__json"), *members, *cols]).fill_null("") + pl.lit("}")
+        ).alias(PROPS),
+        (pl.any_horizontal(bad) if bad else pl.lit(False)).alias(BAD_METRIC),
     )
-    return frame.with_columns((pl.lit("{") + pl.col(PROPS) + pl.lit("}")).alias(PROPS))
+
+
+def _json_object(column: str) -> dict[str, pl.Expr]:
+    """The members of a JSON-object cell without its braces, and whether the cell is bad.
+
+    The JSON column's members come first in the props object, so the explicitly mapped
+    columns win a duplicate key.
+    """
+    text = _cell(column)
+    compact = text.str.json_path_match("$")
+    is_object = (compact.str.starts_with("{") & text.str.starts_with("{")).fill_null(False)
+    inner = compact.str.slice(1, compact.str.len_chars() - 2)
+    return {
+        "__json": pl.when(is_object & (inner != "")).then(inner),
+        BAD_JSON: text.is_not_null() & ~is_object,
+    }
 
 
 def _metric(column: str) -> pl.Expr:
@@ -243,9 +299,9 @@ def _cell(column: str) -> pl.Expr:
     return pl.when(text != "").then(text)
 
 
-def _nested(name: str, column: str) -> pl.Expr:
+def _nested(name: str, members: pl.Expr) -> pl.Expr:
     """'"name":{members}' when there are members, else null."""
-    return pl.lit(json.dumps(name) + ":{") + pl.col(column) + pl.lit("}")
+    return pl.lit(json.dumps(name) + ":{") + members + pl.lit("}")
 
 
 def _reason(mapping: Mapping, now: datetime) -> pl.Expr:
@@ -284,7 +340,11 @@ def _field_name(source: Source) -> str:
 def _quoted(column: str) -> pl.Expr:
     """A value for a message, truncated so a huge cell cannot flood a report."""
     text = pl.col(column).cast(pl.String)
-    short = pl.when(text.str.len_chars() > 60).then(text.str.slice(0, 57) + pl.lit("...")).otherwise(text)
+    short = (
+        pl.when(text.str.len_chars() > 60)
+        .then(text.str.slice(0, 57) + pl.lit("..."))
+        .otherwise(text)
+    )
     return pl.lit("'") + short + pl.lit("'")
 
 
@@ -307,7 +367,9 @@ def _message(mapping: Mapping) -> pl.Expr:
         + pl.lit(" is in the future"),
         Reason.BAD_EVENT_NAME: pl.lit(f"{_field_name(m.event_name)}: ")
         + _quoted(NAME_TEXT)
-        + pl.lit(" is not snake_case" if m.snake_case == "reject" else " cannot be made snake_case"),
+        + pl.lit(
+            " is not snake_case" if m.snake_case == "reject" else " cannot be made snake_case"
+        ),
         Reason.BAD_IDENTIFIER_VALUE: pl.lit(f"{_field_name(m.identifier_value)}: ")
         + _quoted(VALUE_TEXT)
         + pl.lit(f" is not valid {m.identifier_type}"),

@@ -92,7 +92,9 @@ def validate(
     """Validate every row of the inputs and return the report; optionally write invalid rows."""
     inputs = open_inputs(paths, mapping, fmt)
     report = ValidationReport(sources=list(paths))
-    writer = TableWriter(invalid_out, invalid_out_columns(inputs), InputError) if invalid_out else None
+    writer = (
+        TableWriter(invalid_out, invalid_out_columns(inputs), InputError) if invalid_out else None
+    )
     try:
         for batch in checked_batches(inputs, mapping):
             report.add(batch.source, batch.checked)

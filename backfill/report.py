@@ -109,7 +109,11 @@ def _ordered_reasons(counts: Counter[str]) -> dict[str, int]:
 
 def _iso(moment: datetime | None) -> str | None:
     """A UTC time as the API writes it."""
-    return None if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return (
+        None
+        if moment is None
+        else moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    )
 
 
 def write_json(report: dict[str, Any], path: str) -> None:
