@@ -1,0 +1,238 @@
+"""Write a large, realistic events CSV for benchmarks, streaming, in bounded memory.
+
+    python bench/gen_events.py --rows 1000000 -o bench/out/events_1m.csv
+
+Same columns and the same mix as sample_data/events.csv (three flows, event names in several
+spellings, five timestamp formats over 2024, emails plain / capitalised / stringified /
+double-escaped, optional amount, plan, country, coupon and a JSON ``extra``). A share of rows
+(1% by default) is broken in one way each; the exact count per reason code is written beside the
+CSV as ``<name>.expected.json`` so a benchmark can check a validator's report.
+
+No ragged rows are planted: a bare ``polars.read_csv`` is one of the baselines, and it refuses
+rows with too many fields.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+COLUMNS = [
+    "event_id",
+    "flow_id",
+    "occurred_at",
+    "event",
+    "email",
+    "plan",
+    "country",
+    "amount",
+    "coupon",
+    "extra",
+]
+FLOWS = (["flow_9f2c", "flow_a1b2", "flow_c3d4"], [50, 35, 15])
+EVENTS = (
+    ["plan_upgraded", "Signed Up", "signed-up", "signedUp", "checkout_completed", "Page Viewed"],
+    [14, 8, 6, 5, 20, 30],
+)
+MONEY_EVENTS = frozenset({"plan_upgraded", "checkout_completed"})
+PLANS = (["free", "starter", "pro", "business", ""], [30, 25, 20, 10, 15])
+COUNTRIES = (["DE", "AT", "CH", "FR", "NL", "GB", "US", "ES", ""], [25, 8, 7, 12, 8, 12, 15, 3, 10])
+COUPONS = (["", "SPRING24", "WELCOME10", "BLACKFRIDAY", "LOYAL5"], [88, 4, 4, 2, 2])
+AMOUNTS = [f"{base + cents:.2f}" for base in (9, 19, 29, 49, 99, 199) for cents in (0, 0.99)]
+EMAIL_STYLES = (["plain", "upper", "stringified", "double"], [60, 18, 14, 8])
+TIMESTAMP_STYLES = (
+    ["iso_z", "iso_z_ms", "iso_offset", "naive", "epoch_s", "epoch_ms"],
+    [25, 12, 15, 25, 15, 8],
+)
+FIRST_NAMES = ["ada", "alan", "grace", "linus", "margaret", "dennis", "barbara", "ken", "radia"]
+DOMAINS = ["example.com", "example.org", "mail.example.net", "corp.example"]
+
+YEAR_START = 1704067200  # 2024-01-01T00:00:00Z
+YEAR_END = 1735689600  # 2025-01-01T00:00:00Z
+# Europe/Berlin in 2024 (EU rule: last Sunday of March / October at 01:00 UTC). Fixed numbers
+# keep the hot loop free of zoneinfo lookups; the generator only emits 2024.
+DST_START = 1711846800  # 2024-03-31T01:00:00Z
+DST_END = 1729990800  # 2024-10-27T01:00:00Z
+
+# One broken value per planted row, keyed by the reason a validator should give.
+BREAKAGES: list[tuple[str, str, str]] = [
+    ("missing_embeddable_id", "flow_id", ""),
+    ("missing_timestamp", "occurred_at", ""),
+    ("missing_custom_event_name", "event", " "),
+    ("missing_identifier_value", "email", ""),
+    ("bad_timestamp", "occurred_at", "yesterday"),
+    ("future_timestamp", "occurred_at", "2099-06-01T10:00:00Z"),
+    ("bad_event_name", "event", "123 Go!!"),
+    ("bad_metric", "amount", "n/a"),
+    ("bad_props", "extra", "[1,2]"),
+]
+
+Column = list[str]
+
+
+def make_emails(rng: random.Random, count: int) -> dict[str, list[str]]:
+    """Each user's address in every style, indexed by style then user number."""
+    plain = [
+        f"{rng.choice(FIRST_NAMES)}.{n}@{rng.choice(DOMAINS)}" for n in range(count)
+    ]  # the number keeps the addresses unique
+    return {
+        "plain": plain,
+        "upper": [email[0].upper() + email[1:] for email in plain],
+        "stringified": [json.dumps(email) for email in plain],
+        "double": [json.dumps(json.dumps(email)) for email in plain],
+    }
+
+
+def make_extras(rng: random.Random, count: int = 256) -> list[str]:
+    """A pool of JSON-object texts for the ``extra`` column."""
+    pool = []
+    for _ in range(count):
+        extra: dict[str, object] = {"source": rng.choice(["import", "web", "ios", "android"])}
+        if rng.random() < 0.6:
+            extra["campaign"] = rng.choice(["spring", "summer", "newsletter", "frühling"])
+        if rng.random() < 0.2:
+            extra["ab_test"] = {"name": "pricing_page", "variant": rng.choice("ab")}
+        pool.append(json.dumps(extra, ensure_ascii=False))
+    return pool
+
+
+def format_timestamp(style: str, seconds: int, millis: int) -> str:
+    """One instant (UTC epoch seconds + milliseconds) in one of the export's formats."""
+    if style == "epoch_s":
+        return str(seconds)
+    if style == "epoch_ms":
+        return f"{seconds}{millis:03d}"
+    if style == "iso_z":
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+    if style == "iso_z_ms":
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+    offset = 7200 if DST_START <= seconds < DST_END else 3600
+    local = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds + offset))
+    if style == "naive":
+        return local
+    return local.replace(" ", "T") + ("+02:00" if offset == 7200 else "+01:00")
+
+
+def weighted(rng: random.Random, choices: tuple[list[str], list[int]], n: int) -> Column:
+    return rng.choices(choices[0], weights=choices[1], k=n)
+
+
+def make_chunk(
+    rng: random.Random, first: int, n: int, emails: dict[str, list[str]], extras: list[str]
+) -> dict[str, Column]:
+    """Columns of ``n`` valid rows; ``first`` is the global number of the first one."""
+    # Multiplying by an odd constant modulo 2**48 is a bijection: unique, random-looking ids.
+    ids = [f"evt_{(i * 0x9E3779B97F4B) & 0xFFFFFFFFFFFF:012x}" for i in range(first, first + n)]
+    # int(random() * k) rather than randrange/choice: several times faster, bias irrelevant here.
+    r = rng.random
+    span, n_users = YEAR_END - YEAR_START, len(emails["plain"])
+    seconds = [YEAR_START + int(r() * span) for _ in range(n)]
+    styles = weighted(rng, TIMESTAMP_STYLES, n)
+    events = weighted(rng, EVENTS, n)
+    users = [int(r() * n_users) for _ in range(n)]
+    email_styles = weighted(rng, EMAIL_STYLES, n)
+    return {
+        "event_id": ids,
+        "flow_id": weighted(rng, FLOWS, n),
+        "occurred_at": [
+            format_timestamp(style, s, s % 1000) for style, s in zip(styles, seconds, strict=True)
+        ],
+        "event": events,
+        "email": [emails[style][u] for style, u in zip(email_styles, users, strict=True)],
+        "plan": weighted(rng, PLANS, n),
+        "country": weighted(rng, COUNTRIES, n),
+        "amount": [
+            AMOUNTS[int(r() * len(AMOUNTS))] if event in MONEY_EVENTS and r() < 0.9 else ""
+            for event in events
+        ],
+        "coupon": weighted(rng, COUPONS, n),
+        "extra": [extras[int(r() * len(extras))] if r() < 0.35 else "" for _ in range(n)],
+    }
+
+
+def break_rows(
+    rng: random.Random, columns: dict[str, Column], rate: float, planted: Counter[str]
+) -> None:
+    """Break about ``rate`` of the chunk's rows, one planted problem each."""
+    n = len(columns["event_id"])
+    for row in rng.sample(range(n), k=round(n * rate)):
+        reason, column, value = rng.choice(BREAKAGES)
+        if reason == "bad_metric":
+            columns["event"][row] = "checkout_completed"  # a money event, so amount matters
+        columns[column][row] = value
+        planted[reason] += 1
+
+
+def write_events(
+    path: Path | str,
+    rows: int,
+    *,
+    seed: int = 1,
+    invalid_rate: float = 0.01,
+    users: int = 50_000,
+    chunk_rows: int = 20_000,
+) -> Counter[str]:
+    """Write ``rows`` events to ``path`` and return how many rows were broken, per reason."""
+    rng = random.Random(seed)
+    emails = make_emails(rng, users)
+    extras = make_extras(rng)
+    planted: Counter[str] = Counter()
+    with Path(path).open("w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(COLUMNS)
+        for first in range(0, rows, chunk_rows):
+            n = min(chunk_rows, rows - first)
+            columns = make_chunk(rng, first, n, emails, extras)
+            break_rows(rng, columns, invalid_rate, planted)
+            writer.writerows(zip(*(columns[name] for name in COLUMNS), strict=True))
+    return planted
+
+
+def expected_path(path: Path) -> Path:
+    """Where the planted counts of a generated file are kept."""
+    return path.with_name(path.name + ".expected.json")
+
+
+def write_expected(path: Path, rows: int, planted: Counter[str]) -> None:
+    invalid = sum(planted.values())
+    expected = {
+        "rows": rows,
+        "valid": rows - invalid,
+        "invalid": invalid,
+        "invalid_by_reason": dict(sorted(planted.items())),
+    }
+    expected_path(path).write_text(json.dumps(expected, indent=2) + "\n", encoding="utf-8")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("-o", "--output", type=Path, required=True)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--invalid-rate", type=float, default=0.01)
+    parser.add_argument("--users", type=int, default=50_000, help="distinct email addresses")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    planted = write_events(
+        args.output, args.rows, seed=args.seed, invalid_rate=args.invalid_rate, users=args.users
+    )
+    write_expected(args.output, args.rows, planted)
+    elapsed = time.perf_counter() - started
+    size_mib = args.output.stat().st_size / 2**20
+    print(f"{args.output}: {args.rows:,} rows, {size_mib:,.1f} MiB in {elapsed:.1f} s")
+    print(f"broken rows: {sum(planted.values()):,} {dict(sorted(planted.items()))}")
+
+
+if __name__ == "__main__":
+    main()
