@@ -128,7 +128,7 @@ def send(inputs: tuple[str, ...], mapping_path: str, fmt: str | None, dry_run: b
             valid = batch.checked.filter(batch.checked[REASON].is_null())
             samples.extend(valid[PAYLOAD].head(DRY_RUN_PAYLOADS - len(samples)).to_list())
 
-    report = pipeline.validate(inputs, mapping, fmt, on_batch=keep_samples).to_dict()
+    report = pipeline.validate(inputs, mapping, fmt, on_batch=keep_samples, bodies=True).to_dict()
     click.echo(render_text(report))
     click.echo(f"\nFirst {len(samples)} payloads, exactly as they would be sent:")
     for body in samples:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 import tomllib
 import zoneinfo
 from collections.abc import Iterable, Sequence
@@ -10,6 +11,8 @@ from collections.abc import Mapping as AnyMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+import polars as pl
 
 from backfill.errors import MappingError
 
@@ -27,6 +30,8 @@ EXTRA_KEYS: dict[str, tuple[str, ...]] = {
     "fields.custom_event_name": ("snake_case",),
     "identifier.value": ("type", "normalize"),
 }
+# Keys of the props object that hold the nested metrics and dimensions objects.
+NESTED_PROPS = {"payload_metrics": "metrics", "payload_dimensions": "dimensions"}
 CHOICES: dict[str, tuple[str, ...]] = {
     "snake_case": ("reject", "convert"),
     "type": ("string", "number", "json"),
@@ -98,13 +103,20 @@ def load_mapping(path: str | Path) -> Mapping:
     """Read and check a mapping file; every problem is a one-line MappingError."""
     name = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        # utf-8-sig: editors on Windows often save UTF-8 with a byte order mark.
+        text = Path(path).read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise MappingError(f"{name}: no such mapping file") from None
     except IsADirectoryError:
         raise MappingError(f"{name}: is a directory, not a mapping file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MappingError(f"{name}: cannot read mapping file: {exc}") from None
+    except UnicodeDecodeError as exc:
+        line = exc.object.count(b"\n", 0, exc.start) + 1
+        raise MappingError(
+            f"{name}: the mapping file is not UTF-8 text"
+            f" (byte 0x{exc.object[exc.start]:02x} on line {line})"
+        ) from None
+    except OSError as exc:
+        raise MappingError(f"{name}: cannot read mapping file: {exc.strerror}") from None
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -229,6 +241,8 @@ def _constant(value: object, name: str, place: str) -> str:
         and isinstance(value, int | float)
         and not isinstance(value, bool)
     ):
+        if not math.isfinite(value):
+            raise MappingError(f"{name}: {place}.value must be a finite number, got {value}")
         return str(value)
     raise MappingError(f"{name}: {place}.value must be a string, got {_type_name(value)}")
 
@@ -260,14 +274,29 @@ def _choice(table: dict[str, Any], key: str, default: str, name: str, where: str
 def _timezone(table: dict[str, Any], name: str) -> str:
     """The IANA time zone that naive timestamps are read in."""
     tz = _optional_str(table, "timezone", name, "fields.timestamp") or "UTC"
+    if not _usable_zone(tz):
+        raise MappingError(
+            f"{name}: fields.timestamp.timezone: unknown time zone '{tz}'{_zone_hint(tz)}"
+        )
+    return tz
+
+
+def _usable_zone(tz: str) -> bool:
+    """Whether both Python and Polars know the zone (Polars refuses 'localtime', 'Factory')."""
     try:
         zoneinfo.ZoneInfo(tz)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        hint = _suggest(tz, sorted(zoneinfo.available_timezones()))
-        raise MappingError(
-            f"{name}: fields.timestamp.timezone: unknown time zone '{tz}'{hint}"
-        ) from None
-    return tz
+        pl.Series([None], dtype=pl.Datetime("us")).dt.replace_time_zone(tz)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError, pl.exceptions.PolarsError):
+        return False
+    return True
+
+
+def _zone_hint(tz: str) -> str:
+    """' (did you mean 'x'?)' for the closest usable zone, ignoring case ('utc' -> 'UTC')."""
+    by_lower = {z.lower(): z for z in sorted(zoneinfo.available_timezones())}
+    close = difflib.get_close_matches(tz.lower(), list(by_lower), n=5, cutoff=0.6)
+    usable = [by_lower[c] for c in close if by_lower[c] != tz and _usable_zone(by_lower[c])]
+    return f" (did you mean '{usable[0]}'?)" if usable else ""
 
 
 def _str_list(table: dict[str, Any], key: str, name: str) -> tuple[str, ...]:
@@ -306,6 +335,13 @@ def _check_props(mapping: Mapping) -> None:
     for prop in names:
         if names.count(prop) > 1:
             raise MappingError(f"{mapping.path}: props: two columns are sent as '{prop}'")
+    for column in mapping.columns:
+        nested = NESTED_PROPS.get(mapping.prop_name(column))
+        if nested is not None:
+            raise MappingError(
+                f"{mapping.path}: props.columns: '{column}' cannot be sent as"
+                f" '{mapping.prop_name(column)}', the key that holds the {nested}"
+            )
 
 
 def check_columns(mapping: Mapping, source: str, available: Sequence[str]) -> None:

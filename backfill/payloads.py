@@ -8,6 +8,7 @@ counts. Every rule is a column expression: no per-row Python.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
@@ -47,15 +48,19 @@ BAD_METRIC = "__bad_metric"
 BAD_JSON = "__bad_json"
 ASSUMED = Repair.TIMEZONE_ASSUMED.value
 
-# Each stage below adds columns computed from columns of the previous stage. Referring to
+# Each stage adds columns computed from columns of the previous stage. Referring to
 # materialised columns by name keeps every expression small: nesting the expressions instead
 # makes Polars evaluate the shared parts again for every use.
 
 
 def build_payloads(
-    batch: pl.DataFrame, mapping: Mapping, now: datetime | None = None
+    batch: pl.DataFrame, mapping: Mapping, now: datetime | None = None, bodies: bool = True
 ) -> pl.DataFrame:
-    """Validate every row of a batch and build its payload: one output row per input row."""
+    """Validate every row of a batch and build its payload: one output row per input row.
+
+    With ``bodies=False`` (validation only) the PAYLOAD column stays empty: every rule is
+    still checked, but the JSON bodies, which nothing would read, are not assembled.
+    """
     now = now or datetime.now(UTC)
     frame = batch.with_columns(
         _text(mapping.embeddable_id).alias(EMBEDDABLE_ID),
@@ -65,51 +70,49 @@ def build_payloads(
         _text(mapping.identifier_value).alias(VALUE_TEXT),
     )
     frame = _with_time(frame, mapping)
-    frame = per_distinct(frame, NAME_TEXT, {EVENT_NAME: _event_name(pl.col(NAME_TEXT), mapping)})
-    frame = _with_identifier(frame, mapping, _quoted_levels(batch, mapping))
+    frame = per_distinct(frame, [NAME_TEXT], lambda t: _with_event_name(t, mapping))
+    frame = _with_identifier(frame, mapping)
     frame = _with_props(frame, mapping)
     frame = frame.with_columns(_reason(mapping, now).alias(REASON))
-    return frame.select(
+    if bodies:
+        frame = _with_body(frame, mapping)
+    else:
+        frame = frame.with_columns(pl.lit(None, pl.String).alias(PAYLOAD))
+    out = frame.select(
         ROW,
         REASON,
-        _message(mapping).alias(MESSAGE),
-        pl.when(pl.col(REASON).is_null()).then(_body()).alias(PAYLOAD),
+        PAYLOAD,
         EMBEDDABLE_ID,
         EVENT_NAME,
         IDENTIFIER_KEY,
         TIME,
         *_repair_flags(mapping),
     )
+    # Messages are built for the few invalid rows only, then joined back by row number.
+    invalid = frame.filter(pl.col(REASON).is_not_null())
+    messages = invalid.select(ROW, _message(mapping).alias(MESSAGE))
+    out = out.join(messages, on=ROW, how="left", maintain_order="left")
+    return out.select(ROW, REASON, MESSAGE, pl.exclude(ROW, REASON, MESSAGE))
 
 
-def per_distinct(frame: pl.DataFrame, column: str, outputs: dict[str, pl.Expr]) -> pl.DataFrame:
-    """Add columns computed once per distinct value of ``column`` and joined back.
+def per_distinct(
+    frame: pl.DataFrame, keys: list[str], stage: Callable[[pl.DataFrame], pl.DataFrame]
+) -> pl.DataFrame:
+    """Run a stage on the distinct values of ``keys`` only, and join its columns back.
 
-    Event names, embeddable ids, dimensions and the like repeat across millions of rows, so
-    computing on the few distinct values is far cheaper than computing on every row.
+    Event names, embeddable ids, identifiers and props repeat across millions of rows, so
+    computing once per distinct value is far cheaper than once per row.
     """
-    table = frame.select(pl.col(column).unique()).with_columns(**outputs)
-    return frame.join(table, on=column, how="left", nulls_equal=True, maintain_order="left")
-
-
-def _quoted_levels(batch: pl.DataFrame, mapping: Mapping) -> int:
-    """How many rounds of unquoting identifier values may need: none when no value is quoted."""
-    column = mapping.identifier_value.column
-    if mapping.identifier_type == "json":
-        return 0
-    if column is None:
-        return UNWRAP_LEVELS if (mapping.identifier_value.value or "").startswith('"') else 0
-    quoted = batch.select(
-        pl.col(column).cast(pl.String).str.strip_chars().str.starts_with('"').any()
-    )
-    return UNWRAP_LEVELS if quoted.item() else 0
+    if not keys:
+        return stage(frame)
+    table = stage(frame.select(keys).unique())
+    return frame.join(table, on=keys, how="left", nulls_equal=True, maintain_order="left")
 
 
 def _text(source: Source) -> pl.Expr:
     """A field's value as trimmed text, null when blank."""
     expr = pl.col(source.column) if source.column is not None else pl.lit(source.value)
-    text = expr.cast(pl.String).str.strip_chars()
-    return pl.when(text != "").then(text)
+    return expr.cast(pl.String).str.strip_chars().replace("", None)
 
 
 def json_literal(expr: pl.Expr) -> pl.Expr:
@@ -119,56 +122,72 @@ def json_literal(expr: pl.Expr) -> pl.Expr:
     return pl.when(expr.is_not_null()).then(literal)
 
 
+def _with_literal(table: pl.DataFrame, column: str) -> pl.DataFrame:
+    """Add the JSON string literal of a column, for the body."""
+    return table.with_columns(json_literal(pl.col(column)).alias(f"{column}__literal"))
+
+
 def _with_time(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
     """Add TIME (UTC, or null when unreadable) and whether the mapping's time zone was assumed.
 
-    Formats are tried in turn on the rows still unread, so each row is parsed only until a
-    format fits.
+    Each row goes to the one parser its shape calls for (epoch, ISO with offset, ISO
+    without): a parser fed a value it cannot read is slow, and a null costs nothing.
     """
     text = pl.col(TS_TEXT)
-    dated_t = pl.when(text.str.slice(10, 1) == " ").then(
-        text.str.slice(0, 10) + pl.lit("T") + text.str.slice(11)
-    )
-    iso = pl.coalesce(dated_t, text).str.replace(r"[zZ]$", "+00:00")
+    spaced = text.str.slice(10, 1) == " "
+    t_joined = pl.when(spaced).then(text.str.slice(0, 10) + pl.lit("T") + text.str.slice(11))
+    iso = pl.coalesce(t_joined, text).str.replace(r"[zZ]$", "+00:00")
     frame = frame.with_columns(
-        iso.alias("__iso"), pl.lit(None, pl.Datetime("us", "UTC")).alias(TIME)
+        iso.alias("__iso"),
+        text.str.contains(EPOCH).alias("__is_epoch"),
+        text.str.contains(r"([zZ]|[+-]\d\d:?\d\d)$").alias("__has_offset"),
     )
-    fmt = mapping.timestamp_format
-    attempts: list[tuple[str, str, bool]] = []
-    if fmt is not None:
-        attempts.append((TS_TEXT, fmt, "%z" in fmt))
-    attempts += [("__iso", f, True) for f in AWARE_FORMATS]
-    for column, pattern, aware in attempts:
-        frame = _try_format(frame, column, pattern, aware, mapping.timezone)
-    frame = frame.with_columns(_epoch(text).alias("__epoch"))
-    frame = frame.with_columns(pl.coalesce(TIME, "__epoch").alias(TIME))
-    frame = frame.with_columns(pl.col(TIME).is_null().alias(ASSUMED))
-    for pattern in NAIVE_FORMATS:
-        frame = _try_format(frame, "__iso", pattern, False, mapping.timezone)
-    return frame.with_columns((pl.col(ASSUMED) & pl.col(TIME).is_not_null()).alias(ASSUMED)).drop(
-        "__iso", "__epoch"
+    custom = mapping.timestamp_format
+    aware = [("__iso", f) for f in AWARE_FORMATS]
+    naive = [("__iso", f) for f in NAIVE_FORMATS]
+    if custom is not None:
+        (aware if "%z" in custom else naive).insert(0, (TS_TEXT, custom))
+    frame = frame.with_columns(
+        _first_fit(aware, pl.col("__has_offset") | (custom is not None), True).alias("__aware"),
+        _first_fit(naive, ~pl.col("__has_offset") & ~pl.col("__is_epoch"), False).alias("__naive"),
+        _epoch(text, pl.col("__is_epoch")).alias("__epoch"),
     )
-
-
-def _try_format(
-    frame: pl.DataFrame, column: str, pattern: str, aware: bool, zone: str
-) -> pl.DataFrame:
-    """Fill TIME for still-unread rows that match one strftime pattern."""
-    pending = pl.when(pl.col(TIME).is_null()).then(pl.col(column))
-    if aware:
-        parsed = pending.str.to_datetime(pattern, time_unit="us", time_zone="UTC", strict=False)
-        return frame.with_columns(pl.coalesce(TIME, parsed).alias(TIME))
-    local = pending.str.to_datetime(pattern, time_unit="us", strict=False).dt.replace_time_zone(
-        zone, ambiguous="earliest", non_existent="null"
+    local = pl.col("__naive").dt.replace_time_zone(
+        mapping.timezone, ambiguous="earliest", non_existent="null"
     )
-    return frame.with_columns(pl.coalesce(TIME, local.dt.convert_time_zone("UTC")).alias(TIME))
+    assumed = pl.col("__aware").is_null() & pl.col("__epoch").is_null()
+    frame = frame.with_columns(
+        pl.coalesce("__aware", "__epoch", local.dt.convert_time_zone("UTC")).alias(TIME),
+        (assumed & local.is_not_null()).alias(ASSUMED),
+    )
+    return frame.drop("__iso", "__is_epoch", "__has_offset", "__aware", "__naive", "__epoch")
 
 
-def _epoch(text: pl.Expr) -> pl.Expr:
+def _first_fit(attempts: list[tuple[str, str]], wanted: pl.Expr, aware: bool) -> pl.Expr:
+    """The first format in a list that reads a value, on the rows ``wanted`` selects."""
+    parsed = []
+    for column, pattern in attempts:
+        value = pl.when(wanted).then(pl.col(column))
+        if aware:
+            parsed.append(
+                value.str.to_datetime(pattern, time_unit="us", time_zone="UTC", strict=False)
+            )
+        else:
+            parsed.append(value.str.to_datetime(pattern, time_unit="us", strict=False))
+    return pl.coalesce(parsed)
+
+
+def _epoch(text: pl.Expr, is_epoch: pl.Expr) -> pl.Expr:
     """Epoch seconds or milliseconds (told apart by size) as a UTC datetime."""
-    number = pl.when(text.str.contains(EPOCH)).then(text.cast(pl.Float64, strict=False))
+    number = pl.when(is_epoch).then(text.cast(pl.Float64, strict=False))
     millis = pl.when(number >= 1e11).then(number).otherwise(number * 1000).cast(pl.Int64)
-    return pl.from_epoch(millis, time_unit="ms").dt.cast_time_unit("us").dt.replace_time_zone("UTC")
+    moment = pl.from_epoch(millis, time_unit="ms").dt.cast_time_unit("us")
+    return moment.dt.replace_time_zone("UTC")
+
+
+def _with_event_name(table: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
+    """Add the event name to send (converted when the mapping asks for it)."""
+    return table.with_columns(_event_name(pl.col(NAME_TEXT), mapping).alias(EVENT_NAME))
 
 
 def _event_name(text: pl.Expr, mapping: Mapping) -> pl.Expr:
@@ -186,18 +205,23 @@ def _event_name(text: pl.Expr, mapping: Mapping) -> pl.Expr:
     return pl.when(text.str.contains(CONVERTIBLE_NAME)).then(converted).otherwise(text)
 
 
-def _with_identifier(frame: pl.DataFrame, mapping: Mapping, levels: int) -> pl.DataFrame:
+def _with_identifier(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
     """Add UNWRAPPED (quoting undone) and IDENT (the JSON text to send, or null when bad)."""
     frame = frame.with_columns(pl.col(VALUE_TEXT).alias(UNWRAPPED))
+    text = pl.col(VALUE_TEXT)
     if mapping.identifier_type == "json":
-        valid = pl.col(VALUE_TEXT).str.json_path_match("$").is_not_null()
-        return frame.with_columns(pl.when(valid).then(pl.col(VALUE_TEXT)).alias(IDENT))
-    for _ in range(levels):
+        ident = pl.when(text.str.json_path_match("$").is_not_null()).then(text)
+        return _with_ident(frame, ident)
+    for _ in range(UNWRAP_LEVELS):
         value = pl.col(UNWRAPPED)
         quoted = (
             value.str.starts_with('"') & value.str.ends_with('"') & (value.str.len_chars() >= 2)
         )
-        decoded = pl.when(quoted).then(value).str.json_path_match("$").str.strip_chars()
+        frame = frame.with_columns(quoted.alias("__quoted"))
+        if not frame["__quoted"].any():
+            break
+        # Only quoted values reach the JSON parser: parsing a null costs nothing.
+        decoded = pl.when("__quoted").then(value).str.json_path_match("$").str.strip_chars()
         frame = frame.with_columns(pl.coalesce(decoded, value).alias(UNWRAPPED))
     value = pl.col(UNWRAPPED)
     if mapping.normalize == "lowercase":
@@ -205,65 +229,63 @@ def _with_identifier(frame: pl.DataFrame, mapping: Mapping, levels: int) -> pl.D
     elif mapping.normalize == "uppercase":
         value = value.str.to_uppercase()
     if mapping.identifier_type == "number":
-        return frame.with_columns(pl.when(value.str.contains(JSON_NUMBER)).then(value).alias(IDENT))
-    return frame.with_columns(json_literal(value).alias(IDENT))
+        return _with_ident(frame, pl.when(value.str.contains(JSON_NUMBER)).then(value))
+    return _with_ident(frame, value)
+
+
+def _with_ident(table: pl.DataFrame, ident: pl.Expr) -> pl.DataFrame:
+    """Add IDENT: the value to send (JSON text, or a string to stringify), null when bad."""
+    return table.with_columns(ident.alias(IDENT))
 
 
 def _with_props(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
-    """Add PROPS (the props object's JSON text), BAD_METRIC and BAD_JSON."""
-    metrics = [f"__metric{i}" for i in range(len(mapping.metrics))]
-    frame = frame.with_columns(
-        *[_metric(c).alias(n) for c, n in zip(mapping.metrics, metrics, strict=True)],
-        *[_bad_metric(c).alias(f"__bad{n}") for c, n in zip(mapping.metrics, metrics, strict=True)],
-    )
-    text_props = [*mapping.dimensions, *mapping.columns]
-    for i, column in enumerate(text_props):
-        member = _member(mapping.prop_name(column), json_literal(_cell(column)))
-        frame = per_distinct(frame, column, {f"__text{i}": member})
-    dims = [pl.col(f"__text{i}") for i in range(len(mapping.dimensions))]
-    cols = [pl.col(f"__text{i}") for i in range(len(mapping.dimensions), len(text_props))]
-    members = [
-        _nested(
-            "payload_metrics",
-            _object(
-                [
-                    _member(mapping.prop_name(c), pl.col(n))
-                    for c, n in zip(mapping.metrics, metrics, strict=True)
-                ]
-            ),
-        ),
-        _nested("payload_dimensions", _object(dims)),
-    ]
-    frame = frame.with_columns(
-        pl.lit(None, pl.String).alias("__json"), pl.lit(False).alias(BAD_JSON)
-    )
-    if mapping.json_column is not None:
-        frame = per_distinct(
-            frame.drop("__json", BAD_JSON), mapping.json_column, _json_object(mapping.json_column)
+    """Add BAD_METRIC and BAD_JSON (with the JSON column's members, read in the same pass)."""
+    m = mapping
+    if m.json_column is not None:
+        frame = per_distinct(frame, [m.json_column], _adding(*_json_object(m.json_column)))
+    else:
+        frame = frame.with_columns(
+            pl.lit(None, pl.String).alias("__json"), pl.lit(False).alias(BAD_JSON)
         )
-    bad = [pl.col(f"__bad{n}") for n in metrics]
-    return frame.with_columns(
-        (
-            pl.lit("{") + _object([pl.col("__json"), *members, *cols]).fill_null("") + pl.lit("}")
-        ).alias(PROPS),
-        (pl.any_horizontal(bad) if bad else pl.lit(False)).alias(BAD_METRIC),
+    bad = [_bad_metric(c) for c in m.metrics]
+    return frame.with_columns((pl.any_horizontal(bad) if bad else pl.lit(False)).alias(BAD_METRIC))
+
+
+def _with_props_text(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
+    """Add PROPS, the props object's JSON text."""
+    m = mapping
+    text_props = [*m.dimensions, *m.columns]
+    for i, column in enumerate(text_props):
+        member = _member(m.prop_name(column), json_literal(_cell(column))).alias(f"__text{i}")
+        frame = per_distinct(frame, [column], _adding(member))
+    metrics = [_member(m.prop_name(c), _metric(c)) for c in m.metrics]
+    dims = [pl.col(f"__text{i}") for i in range(len(m.dimensions))]
+    cols = [pl.col(f"__text{i}") for i in range(len(m.dimensions), len(text_props))]
+    frame = frame.with_columns(
+        _nested("payload_metrics", _object(metrics)).alias("__metrics"),
+        _nested("payload_dimensions", _object(dims)).alias("__dims"),
     )
+    # The JSON column's members come first, so explicitly mapped columns win a duplicate key.
+    members = [pl.col("__json"), pl.col("__metrics"), pl.col("__dims"), *cols]
+    props = pl.lit("{") + _object(members).fill_null("") + pl.lit("}")
+    return frame.with_columns(props.alias(PROPS))
 
 
-def _json_object(column: str) -> dict[str, pl.Expr]:
-    """The members of a JSON-object cell without its braces, and whether the cell is bad.
+def _adding(*exprs: pl.Expr) -> Callable[[pl.DataFrame], pl.DataFrame]:
+    """A stage that adds the given columns."""
+    return lambda table: table.with_columns(*exprs)
 
-    The JSON column's members come first in the props object, so the explicitly mapped
-    columns win a duplicate key.
-    """
+
+def _json_object(column: str) -> list[pl.Expr]:
+    """The members of a JSON-object cell without its braces, and whether the cell is bad."""
     text = _cell(column)
     compact = text.str.json_path_match("$")
     is_object = (compact.str.starts_with("{") & text.str.starts_with("{")).fill_null(False)
     inner = compact.str.slice(1, compact.str.len_chars() - 2)
-    return {
-        "__json": pl.when(is_object & (inner != "")).then(inner),
-        BAD_JSON: text.is_not_null() & ~is_object,
-    }
+    return [
+        pl.when(is_object & (inner != "")).then(inner).alias("__json"),
+        (text.is_not_null() & ~is_object).alias(BAD_JSON),
+    ]
 
 
 def _metric(column: str) -> pl.Expr:
@@ -289,14 +311,12 @@ def _object(members: list[pl.Expr]) -> pl.Expr:
     """The members of a JSON object joined, or null when there are none."""
     if not members:
         return pl.lit(None, pl.String)
-    joined = pl.concat_str(members, separator=",", ignore_nulls=True)
-    return pl.when(joined != "").then(joined)
+    return pl.concat_str(members, separator=",", ignore_nulls=True).replace("", None)
 
 
 def _cell(column: str) -> pl.Expr:
     """A props cell as trimmed text, null when blank (empty cells are left out)."""
-    text = pl.col(column).cast(pl.String).str.strip_chars()
-    return pl.when(text != "").then(text)
+    return pl.col(column).cast(pl.String).str.strip_chars().replace("", None)
 
 
 def _nested(name: str, members: pl.Expr) -> pl.Expr:
@@ -384,21 +404,37 @@ def _message(mapping: Mapping) -> pl.Expr:
     return expr
 
 
+def _with_body(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
+    """Add PAYLOAD, the exact JSON body of each valid row."""
+    frame = _with_props_text(frame, mapping)
+    ident_json = pl.col(IDENT)
+    if mapping.identifier_type == "string":
+        ident_json = json_literal(ident_json)  # JSON-stringified exactly once
+    frame = per_distinct(frame, [EMBEDDABLE_ID], lambda t: _with_literal(t, EMBEDDABLE_ID))
+    frame = per_distinct(frame, [IDENTIFIER_KEY], lambda t: _with_literal(t, IDENTIFIER_KEY))
+    # The body carries the identifier's JSON text and the props object as JSON strings.
+    frame = frame.with_columns(
+        json_literal(ident_json).alias(f"{IDENT}__literal"),
+        json_literal(pl.col(PROPS)).alias(f"{PROPS}__literal"),
+    )
+    return frame.with_columns(pl.when(pl.col(REASON).is_null()).then(_body()).alias(PAYLOAD))
+
+
 def _body() -> pl.Expr:
     """The exact JSON body of a valid row."""
     return pl.concat_str(
         pl.lit('{"embeddable_id":'),
-        json_literal(pl.col(EMBEDDABLE_ID)),
+        pl.col(f"{EMBEDDABLE_ID}__literal"),
         pl.lit(',"timestamp":"'),
         pl.col(TIME).dt.strftime(OUTPUT_TIME),
         pl.lit('","custom_event_name":"'),
         pl.col(EVENT_NAME),
         pl.lit('","custom_event_props":'),
-        json_literal(pl.col(PROPS)),
+        pl.col(f"{PROPS}__literal"),
         pl.lit(',"identifiers":[{"key":'),
-        json_literal(pl.col(IDENTIFIER_KEY)),
+        pl.col(f"{IDENTIFIER_KEY}__literal"),
         pl.lit(',"value":'),
-        json_literal(pl.col(IDENT)),
+        pl.col(f"{IDENT}__literal"),
         pl.lit("}]}"),
     )
 

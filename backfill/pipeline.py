@@ -51,15 +51,15 @@ def open_inputs(paths: Sequence[str], mapping: Mapping, fmt: str | None = None) 
 
 
 def checked_batches(
-    inputs: Sequence[InputFile], mapping: Mapping, now: datetime | None = None
+    inputs: Sequence[InputFile], mapping: Mapping, bodies: bool = True
 ) -> Iterator[CheckedBatch]:
     """Every row of every input, validated and turned into payloads, batch by batch."""
-    now = now or datetime.now(UTC)
+    now = datetime.now(UTC)
     wanted = mapping.columns_used()
     for inp in inputs:
         try:
             for rows in batches(inp, wanted):
-                yield CheckedBatch(inp.name, rows, build_payloads(rows, mapping, now))
+                yield CheckedBatch(inp.name, rows, build_payloads(rows, mapping, now, bodies))
         finally:
             inp.close()
 
@@ -88,15 +88,19 @@ def validate(
     fmt: str | None = None,
     invalid_out: str | None = None,
     on_batch: Callable[[CheckedBatch], None] | None = None,
+    bodies: bool = False,
 ) -> ValidationReport:
-    """Validate every row of the inputs and return the report; optionally write invalid rows."""
+    """Validate every row of the inputs and return the report; optionally write invalid rows.
+
+    ``bodies`` builds each valid row's JSON body too, for callers that show payloads.
+    """
     inputs = open_inputs(paths, mapping, fmt)
     report = ValidationReport(sources=list(paths))
     writer = (
         TableWriter(invalid_out, invalid_out_columns(inputs), InputError) if invalid_out else None
     )
     try:
-        for batch in checked_batches(inputs, mapping):
+        for batch in checked_batches(inputs, mapping, bodies):
             report.add(batch.source, batch.checked)
             if writer is not None:
                 writer.write(invalid_rows(batch))
