@@ -13,12 +13,14 @@ import gzip
 import io
 import json
 import os
+import queue
 import sys
+import threading
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import Any, BinaryIO, Literal
 
 import polars as pl
 
@@ -235,6 +237,45 @@ def batches(inp: InputFile, columns: Sequence[str] = ()) -> Iterator[pl.DataFram
             yield frame
 
 
+def read_ahead(frames: Iterator[pl.DataFrame], depth: int = 1) -> Iterator[pl.DataFrame]:
+    """Yield the frames of an iterator that runs one step ahead in a thread.
+
+    Polars releases the GIL while it parses, so the next batch is read while the caller
+    validates this one; ``depth`` bounds how many batches wait, and so the memory used.
+    """
+    slots: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for frame in frames:
+                while not stop.is_set():
+                    try:
+                        slots.put(("frame", frame), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            slots.put(("end", None))
+        except BaseException as exc:  # handed to the consumer, raised in its thread
+            slots.put(("error", exc))
+
+    worker = threading.Thread(target=produce, name="backfill-read-ahead", daemon=True)
+    worker.start()
+    try:
+        while True:
+            kind, item = slots.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
 def _lines(text: str) -> pl.Series:
     """The lines of a chunk as a Series, without line ends; a final empty piece is dropped."""
     lines = pl.Series("line", [text]).str.split("\n").explode()
@@ -265,14 +306,16 @@ def _field_counts(lines: pl.Series, frame: pl.DataFrame, sep: str) -> pl.Series:
 
     A short row has fewer separators than fields; a long one has separators that the
     truncated row's values do not account for. Both show as a count other than the header's.
+    Only lines with a quote can hold a separator inside a value, so only they are rechecked.
     """
     counts = lines.str.count_matches(sep, literal=True) + 1
-    if not lines.str.contains('"', literal=True).any():
+    quoted = lines.str.contains('"', literal=True).arg_true()
+    if quoted.is_empty():
         return counts
-    inside = frame.select(
+    inside = frame[quoted].select(
         pl.sum_horizontal(pl.all().str.count_matches(sep, literal=True).fill_null(0))
-    ).to_series()
-    return counts - inside
+    )
+    return counts.scatter(quoted, counts.gather(quoted) - inside.to_series())
 
 
 def _delimited_frame(chunk: bytes, inp: InputFile, rows_before: int) -> pl.DataFrame:
@@ -297,16 +340,15 @@ def _delimited_frame(chunk: bytes, inp: InputFile, rows_before: int) -> pl.DataF
     frame.columns = inp.columns
     fields = _field_counts(lines, frame, sep)
     expected = len(inp.columns)
-    frame = frame.with_columns(
-        pl.when(fields != expected)
-        .then(pl.format("expected {} fields, found {}", pl.lit(expected), fields))
-        .otherwise(None)
-        .alias(MALFORMED),
-        (lines.str.len_bytes() == 0).alias("__blank"),
-    )
-    if frame["__blank"].any():
-        frame = frame.filter(~pl.col("__blank"))
-    return _number(frame.drop("__blank"), rows_before)
+    ragged = pl.lit(None, pl.String)
+    if (fields != expected).any():
+        message = pl.format("expected {} fields, found {}", pl.lit(expected), fields)
+        ragged = pl.when(fields != expected).then(message)
+    frame = frame.with_columns(ragged.alias(MALFORMED))
+    blank = lines.str.len_bytes() == 0
+    if blank.any():
+        frame = frame.filter(~blank)
+    return _number(frame, rows_before)
 
 
 def _number(frame: pl.DataFrame, rows_before: int) -> pl.DataFrame:

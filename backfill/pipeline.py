@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import polars as pl
 
 from backfill.errors import InputError
-from backfill.inputs import LINE, MALFORMED, ROW, InputFile, batches, open_input
+from backfill.inputs import LINE, MALFORMED, ROW, InputFile, batches, open_input, read_ahead
 from backfill.mapping import Mapping, check_columns
 from backfill.payloads import MESSAGE, REASON, build_payloads
 from backfill.report import ValidationReport
@@ -58,7 +58,7 @@ def checked_batches(
     wanted = mapping.columns_used()
     for inp in inputs:
         try:
-            for rows in batches(inp, wanted):
+            for rows in read_ahead(batches(inp, wanted)):
                 yield CheckedBatch(inp.name, rows, build_payloads(rows, mapping, now, bodies))
         finally:
             inp.close()
