@@ -33,7 +33,8 @@ ROW = "__row"
 MALFORMED = "__malformed"
 LINE = "__line"
 BATCH_BYTES = 8 << 20
-JSONL_SAMPLE_LINES = 1000
+MAX_PENDING_BYTES = 8 * BATCH_BYTES  # a record longer than this is a quote gone wrong
+JSONL_SAMPLE_LINES = 10_000
 BOM = b"\xef\xbb\xbf"
 GZIP_MAGIC = b"\x1f\x8b"
 # Control characters that never occur in a sane export, used to read a chunk as whole lines.
@@ -115,8 +116,8 @@ def _open_stream(name: str, compressed: bool) -> tuple[BinaryIO, int | None]:
     if raw.read(2) != GZIP_MAGIC:
         raw.close()
         raise InputError(f"{name}: not a gzip file (the name ends in .gz)")
-    raw.seek(0)
-    return gzip.GzipFile(fileobj=raw, mode="rb"), size  # type: ignore[return-value]
+    raw.close()
+    return gzip.open(path, "rb"), size  # type: ignore[return-value]
 
 
 def _read(stream: BinaryIO, name: str, rows_before: int) -> bytes:
@@ -168,6 +169,11 @@ def _column_names(name: str, header: list[str]) -> list[str]:
 
 def _open_jsonl(name: str, stream: BinaryIO, size: int | None, first: bytes) -> InputFile:
     """Learn a JSONL input's field names from the keys of its first lines."""
+    while first.count(b"\n") < JSONL_SAMPLE_LINES and len(first) < MAX_PENDING_BYTES:
+        more = _read(stream, name, 0)
+        if not more:
+            break
+        first += more
     keys: dict[str, None] = {}
     for line in first.split(b"\n")[:JSONL_SAMPLE_LINES]:
         try:
@@ -206,20 +212,29 @@ def _record_end(buf: bytes, quoted: bool, first_only: bool = False) -> int:
 
 
 def _chunks(inp: InputFile) -> Iterator[bytes]:
-    """Record-aligned byte chunks of about BATCH_BYTES; the last may lack a final newline."""
+    """Record-aligned byte chunks of at most about BATCH_BYTES; the last may lack a newline."""
     quoted = inp.format != "jsonl"
     buf, inp.pending = inp.pending, b""
-    while True:
-        more = _read(inp.stream, inp.name, inp.rows_read)
-        if not more:
-            if buf:
-                yield buf
-            return
-        buf += more
-        end = _record_end(buf, quoted)
-        if end >= 0 and len(buf) >= BATCH_BYTES // 2:
-            yield buf[: end + 1]
-            buf = buf[end + 1 :]
+    eof = False
+    while buf or not eof:
+        if not eof and len(buf) < BATCH_BYTES:
+            more = _read(inp.stream, inp.name, inp.rows_read)
+            eof, buf = not more, buf + more
+            continue
+        end = _record_end(buf[:BATCH_BYTES], quoted)
+        if end < 0:
+            end = _record_end(buf, quoted)  # one record longer than a batch
+        if end < 0 and len(buf) > MAX_PENDING_BYTES:
+            # A quote that never closes would make the whole rest of the file one record:
+            # cut anyway; the odd quote count marks the chunk for recovery.
+            end = buf.rfind(b"\n")
+        if end < 0 and not eof:
+            more = _read(inp.stream, inp.name, inp.rows_read)
+            eof, buf = not more, buf + more
+            continue
+        cut = len(buf) if end < 0 else end + 1
+        yield buf[:cut]
+        buf = buf[cut:]
 
 
 def batches(inp: InputFile, columns: Sequence[str] = ()) -> Iterator[pl.DataFrame]:
@@ -320,6 +335,8 @@ def _field_counts(lines: pl.Series, frame: pl.DataFrame, sep: str) -> pl.Series:
 
 def _delimited_frame(chunk: bytes, inp: InputFile, rows_before: int) -> pl.DataFrame:
     """Parse a CSV/TSV chunk with Polars, falling back to the csv module for broken chunks."""
+    if chunk.count(b'"') % 2:
+        return _unterminated(chunk, inp, rows_before)
     sep = SEPARATORS[inp.format]
     try:
         lines = _raw_lines(chunk)
@@ -337,6 +354,8 @@ def _delimited_frame(chunk: bytes, inp: InputFile, rows_before: int) -> pl.DataF
         return _delimited_slow(chunk, inp, rows_before)  # bad bytes or a stray quote
     if lines is None or frame.height != len(lines):
         return _delimited_slow(chunk, inp, rows_before)  # a quoted field spans lines
+    if not _quotes_well_formed(lines, sep):
+        return _delimited_slow(chunk, inp, rows_before)  # read stray quotes one way only
     frame.columns = inp.columns
     fields = _field_counts(lines, frame, sep)
     expected = len(inp.columns)
@@ -349,6 +368,43 @@ def _delimited_frame(chunk: bytes, inp: InputFile, rows_before: int) -> pl.DataF
     if blank.any():
         frame = frame.filter(~blank)
     return _number(frame, rows_before)
+
+
+def _quotes_well_formed(lines: pl.Series, sep: str) -> bool:
+    """Whether every quoted field is quoted by the book (a quote only at a field's ends).
+
+    Polars and the csv module read stray quotes differently; sending such chunks to the
+    csv module only keeps a row's reading independent of the rows around it.
+    """
+    quoted = lines.filter(lines.str.contains('"', literal=True))
+    if quoted.is_empty():
+        return True
+    s = "\\t" if sep == "\t" else sep
+    field = f'(?:"(?:[^"]|"")*"|[^"{s}]*)'
+    return bool(quoted.str.contains(f"^{field}(?:{s}{field})*\r?$").all())
+
+
+def _unterminated(chunk: bytes, inp: InputFile, rows_before: int) -> pl.DataFrame:
+    """Read a chunk whose last record opens a quote that never closes.
+
+    The record with the open quote is malformed; the lines after it are read again as
+    records of their own, so one stray quote costs one row, not the rest of the file.
+    """
+    lines = chunk.splitlines(keepends=True)
+    start, parity = 0, 0
+    for i, line in enumerate(lines):
+        parity = (parity + line.count(b'"')) % 2
+        if parity == 0:
+            start = i + 1
+    head = _delimited_frame(b"".join(lines[:start]), inp, rows_before) if start else None
+    before = rows_before + (head.height if head is not None else 0)
+    bad = _delimited_slow(lines[start].rstrip(b"\r\n") + b'"\n', inp, before)
+    bad = bad.with_columns(
+        pl.lit("a quote opened in this row is never closed", pl.String).alias(MALFORMED)
+    )
+    rest = b"".join(lines[start + 1 :])
+    tail = _delimited_frame(rest, inp, before + bad.height) if rest else None
+    return pl.concat([f for f in (head, bad, tail) if f is not None])
 
 
 def _number(frame: pl.DataFrame, rows_before: int) -> pl.DataFrame:

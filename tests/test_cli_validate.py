@@ -133,7 +133,7 @@ def test_all_valid(data: Path, run: Run) -> None:
 @pytest.mark.parametrize(
     ("type_", "cells", "invalid"),
     [
-        pytest.param("number", ["123", "-1.5e3", '"42"'], [], id="number-valid"),
+        pytest.param("number", ["123", "-1.5e3", '""42""'], [], id="number-valid"),
         pytest.param(
             "number",
             ["123", "12a", "1,5", "0x1F"],
@@ -560,7 +560,7 @@ def test_broken_rows_are_explained(data: Path, run: Run) -> None:
     records = [json.loads(line) for line in Path("bad.jsonl").read_text().splitlines()]
     assert [(r["source"], r["row"], r["message"]) for r in records] == [
         ("broken/latin1.csv", 1, "not valid UTF-8"),
-        ("broken/unterminated_quote.csv", 1, "expected 8 fields, found 5"),
+        ("broken/unterminated_quote.csv", 1, "a quote opened in this row is never closed"),
         ("broken/array_line.jsonl", 2, "not a JSON object"),
     ]
 
