@@ -100,6 +100,7 @@ def validate(
     Exit code 0 when every row is valid, 1 when some are invalid, 2 when nothing could be read.
     """
     mapping = load_mapping(mapping_path)
+    pipeline.check_outputs([report_path], inputs)
     report = pipeline.validate(inputs, mapping, fmt, invalid_out).to_dict()
     if report_path:
         write_json(report, report_path)

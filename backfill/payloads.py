@@ -62,7 +62,10 @@ def build_payloads(
     still checked, but the JSON bodies, which nothing would read, are not assembled.
     """
     now = now or datetime.now(UTC)
-    frame = batch.with_columns(
+    # Input columns are renamed apart, so an export's own "time" or "event_name" column
+    # can never be mistaken for a working column of this module.
+    inputs = [pl.col(c).alias(_in(c)) for c in mapping.columns_used()]
+    frame = batch.select(ROW, MALFORMED, *inputs).with_columns(
         _text(mapping.embeddable_id).alias(EMBEDDABLE_ID),
         _text(mapping.timestamp).alias(TS_TEXT),
         _text(mapping.event_name).alias(NAME_TEXT),
@@ -109,9 +112,14 @@ def per_distinct(
     return frame.join(table, on=keys, how="left", nulls_equal=True, maintain_order="left")
 
 
+def _in(column: str) -> str:
+    """The working name of an input column."""
+    return f"in:{column}"
+
+
 def _text(source: Source) -> pl.Expr:
     """A field's value as trimmed text, null when blank."""
-    expr = pl.col(source.column) if source.column is not None else pl.lit(source.value)
+    expr = pl.col(_in(source.column)) if source.column is not None else pl.lit(source.value)
     return expr.cast(pl.String).str.strip_chars().replace("", None)
 
 
@@ -311,7 +319,8 @@ def _with_props(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
     """Add BAD_METRIC and BAD_JSON (with the JSON column's members, read in the same pass)."""
     m = mapping
     if m.json_column is not None:
-        frame = per_distinct(frame, [m.json_column], _adding(*_json_object(m.json_column)))
+        found = _json_object(m.json_column)
+        frame = per_distinct(frame, [_in(m.json_column)], _adding(*found))
     else:
         frame = frame.with_columns(
             pl.lit(None, pl.String).alias("__json"), pl.lit(False).alias(BAD_JSON)
@@ -326,7 +335,7 @@ def _with_props_text(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
     text_props = [*m.dimensions, *m.columns]
     for i, column in enumerate(text_props):
         member = _member(m.prop_name(column), json_literal(_cell(column))).alias(f"__text{i}")
-        frame = per_distinct(frame, [column], _adding(member))
+        frame = per_distinct(frame, [_in(column)], _adding(member))
     metrics = [_member(m.prop_name(c), _metric(c)) for c in m.metrics]
     dims = [pl.col(f"__text{i}") for i in range(len(m.dimensions))]
     cols = [pl.col(f"__text{i}") for i in range(len(m.dimensions), len(text_props))]
@@ -385,7 +394,7 @@ def _object(members: list[pl.Expr]) -> pl.Expr:
 
 def _cell(column: str) -> pl.Expr:
     """A props cell as trimmed text, null when blank (empty cells are left out)."""
-    return pl.col(column).cast(pl.String).str.strip_chars().replace("", None)
+    return pl.col(_in(column)).cast(pl.String).str.strip_chars().replace("", None)
 
 
 def _nested(name: str, members: pl.Expr) -> pl.Expr:
@@ -464,7 +473,7 @@ def _message(mapping: Mapping) -> pl.Expr:
         + pl.lit(f" is not valid {m.identifier_type}"),
         Reason.BAD_METRIC: pl.lit(f"a metric ({metric_cols}) is not a number"),
         Reason.BAD_PROPS: pl.lit(f"column '{m.json_column}': ")
-        + _quoted(m.json_column or MALFORMED)
+        + _quoted(_in(m.json_column) if m.json_column else MALFORMED)
         + pl.lit(" is not a JSON object"),
     }
     expr: pl.Expr = pl.lit(None, pl.String)

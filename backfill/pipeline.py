@@ -6,13 +6,15 @@ which rows are valid or what their payloads are.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import polars as pl
 
-from backfill.errors import InputError
+from backfill.errors import InputError, UsageError
 from backfill.inputs import LINE, MALFORMED, ROW, InputFile, batches, open_input, read_ahead
 from backfill.mapping import Mapping, check_columns
 from backfill.payloads import MESSAGE, REASON, build_payloads
@@ -35,6 +37,8 @@ def open_inputs(paths: Sequence[str], mapping: Mapping, fmt: str | None = None) 
     """Open every input and check the mapping against it before any row is read."""
     if not paths:
         raise InputError("no input given")
+    if sum(1 for p in paths if p == "-") > 1:
+        raise InputError("-: stdin can be given only once")
     opened: list[InputFile] = []
     try:
         for path in paths:
@@ -45,9 +49,25 @@ def open_inputs(paths: Sequence[str], mapping: Mapping, fmt: str | None = None) 
         for inp in opened:
             inp.close()
         raise
-    if sum(1 for p in paths if p == "-") > 1:
-        raise InputError("-: stdin can be given only once")
     return opened
+
+
+def check_outputs(outputs: Sequence[str | None], inputs: Sequence[str]) -> None:
+    """Refuse, before anything is read, an output file that cannot be written or is an input."""
+    for out in outputs:
+        if out is None:
+            continue
+        path = Path(out)
+        if path.is_dir():
+            raise UsageError(f"{out}: is a directory")
+        parent = path.parent if str(path.parent) else Path(".")
+        if not parent.is_dir():
+            raise UsageError(f"{out}: cannot write: No such file or directory")
+        if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+            raise UsageError(f"{out}: cannot write: Permission denied")
+        for name in inputs:
+            if name != "-" and path.exists() and Path(name).exists() and path.samefile(name):
+                raise UsageError(f"{out}: is one of the inputs; writing it would destroy it")
 
 
 def checked_batches(
@@ -64,22 +84,43 @@ def checked_batches(
             inp.close()
 
 
-def invalid_out_columns(inputs: Sequence[InputFile]) -> list[str]:
-    """The invalid-rows file's columns: where and why, then every input column."""
-    columns = dict.fromkeys(INVALID_OUT_FIRST)
-    for inp in inputs:
-        columns.update(dict.fromkeys(["line"] if inp.format == "jsonl" else inp.columns))
-    return list(columns)
+class InvalidOut:
+    """The invalid-rows file: where and why (source, row, reason, message), then input columns.
 
+    If an export has a column of the same name as one of ours, ours gets a leading
+    underscore, so the export's own values are kept as they are.
+    """
 
-def invalid_rows(batch: CheckedBatch) -> pl.DataFrame:
-    """A batch's invalid rows with their original columns, source, row and reason."""
-    # build_payloads keeps the batch's row order, so the two frames line up row for row.
-    rows = batch.rows.drop(MALFORMED).with_columns(batch.checked[REASON], batch.checked[MESSAGE])
-    rows = rows.filter(pl.col(REASON).is_not_null()).rename({ROW: "row"})
-    if LINE in rows.columns:
-        rows = rows.select("row", REASON, MESSAGE, pl.col(LINE).alias("line"))
-    return rows.with_columns(pl.lit(batch.source).alias("source"))
+    def __init__(self, path: str, inputs: Sequence[InputFile]) -> None:
+        originals: dict[str, None] = {}
+        for inp in inputs:
+            originals.update(dict.fromkeys(["line"] if inp.format == "jsonl" else inp.columns))
+        self.names: dict[str, str] = {}
+        for ours in INVALID_OUT_FIRST:
+            name = ours
+            while name in originals:
+                name = "_" + name
+            self.names[ours] = name
+        self.writer = TableWriter(path, [*self.names.values(), *originals], InputError)
+
+    def write(self, batch: CheckedBatch) -> None:
+        """Append a batch's invalid rows."""
+        # build_payloads keeps the batch's row order, so the two frames line up row for row.
+        why = batch.checked.select(
+            pl.col(ROW).alias(self.names["row"]),
+            pl.col(REASON).alias(self.names["reason"]),
+            pl.col(MESSAGE).alias(self.names["message"]),
+            pl.lit(batch.source).alias(self.names["source"]),
+        )
+        originals = batch.rows.drop(ROW, MALFORMED)
+        if LINE in originals.columns:
+            originals = originals.select(pl.col(LINE).alias("line"))
+        rows = pl.concat([why, originals], how="horizontal")
+        self.writer.write(rows.filter(pl.col(self.names["reason"]).is_not_null()))
+
+    def close(self) -> None:
+        """Flush and close the file."""
+        self.writer.close()
 
 
 def validate(
@@ -94,16 +135,16 @@ def validate(
 
     ``bodies`` builds each valid row's JSON body too, for callers that show payloads.
     """
+    check_outputs([invalid_out], paths)
     inputs = open_inputs(paths, mapping, fmt)
     report = ValidationReport(sources=list(paths))
-    writer = (
-        TableWriter(invalid_out, invalid_out_columns(inputs), InputError) if invalid_out else None
-    )
+    writer: InvalidOut | None = None
     try:
+        writer = InvalidOut(invalid_out, inputs) if invalid_out else None
         for batch in checked_batches(inputs, mapping, bodies):
             report.add(batch.source, batch.checked)
             if writer is not None:
-                writer.write(invalid_rows(batch))
+                writer.write(batch)
             if on_batch is not None:
                 on_batch(batch)
     finally:

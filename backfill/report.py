@@ -11,8 +11,10 @@ from typing import Any
 import polars as pl
 
 from backfill.codes import Reason, Repair
+from backfill.errors import UsageError
 from backfill.inputs import ROW
 from backfill.payloads import EMBEDDABLE_ID, EVENT_NAME, REASON, TIME
+from backfill.tables import open_private
 
 EXAMPLES_PER_REASON = 5
 MAX_DISTINCT = 10_000  # beyond this many distinct names, counts go to OTHER to bound memory
@@ -86,8 +88,8 @@ class ValidationReport:
             "invalid_by_reason": _ordered_reasons(self.invalid_by_reason),
             "examples": self.examples,
             "repairs": {r.value: self.repairs[r.value] for r in Repair},
-            "event_names": dict(self.event_names.most_common()),
-            "embeddable_ids": dict(self.embeddable_ids.most_common()),
+            "event_names": _by_count(self.event_names),
+            "embeddable_ids": _by_count(self.embeddable_ids),
             "first_timestamp": _iso(self.first_time),
             "last_timestamp": _iso(self.last_time),
         }
@@ -100,6 +102,11 @@ def _count_into(counter: Counter[str], values: pl.Series) -> None:
         if name not in counter and len(counter) >= MAX_DISTINCT:
             name = OTHER
         counter[name] += count
+
+
+def _by_count(counts: Counter[str]) -> dict[str, int]:
+    """Commonest first; ties by name, so the same data always reads the same."""
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
 def _ordered_reasons(counts: Counter[str]) -> dict[str, int]:
@@ -117,8 +124,8 @@ def _iso(moment: datetime | None) -> str | None:
 
 
 def write_json(report: dict[str, Any], path: str) -> None:
-    """Write a report as indented JSON."""
-    with open(path, "w", encoding="utf-8") as out:
+    """Write a report as indented JSON, readable by its owner only (it names personal data)."""
+    with open_private(path, "w", UsageError) as out:
         json.dump(report, out, indent=2)
         out.write("\n")
 

@@ -565,25 +565,15 @@ def test_broken_rows_are_explained(data: Path, run: Run) -> None:
     ]
 
 
-# Known bugs, kept here so they are fixed on purpose (strict: a fix turns them red).
+# Bugs found and fixed: unwritable outputs, outputs over inputs, column clashes.
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli/report: --report to a path that cannot be written crashes with a"
-    " FileNotFoundError traceback (exit 1) after the whole run, instead of error: ... exit 2",
-)
 def test_report_unwritable(data: Path, run: Run) -> None:
     result = run("validate", "valid.csv", "-m", "mapping.toml", "--report", "no/such/dir/r.json")
     assert result.exit_code == 2
     assert result.stderr == "error: no/such/dir/r.json: cannot write: No such file or directory\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline: when --invalid-out cannot be opened, the inputs already opened are"
-    " never closed (ResourceWarning)",
-)
 def test_unwritable_invalid_out_closes_the_inputs(data: Path, run: Run) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -594,11 +584,6 @@ def test_unwritable_invalid_out_closes_the_inputs(data: Path, run: Run) -> None:
     assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline: stdin given twice opens stdin twice before the check, so the user is"
-    " told '-: file is empty' instead of '-: stdin can be given only once'",
-)
 def test_stdin_twice(data: Path, run: Run) -> None:
     content = Path("valid.csv").read_text()
     result = run("validate", "-", "-", "--format", "csv", "-m", "mapping.toml", input=content)
@@ -606,11 +591,6 @@ def test_stdin_twice(data: Path, run: Run) -> None:
     assert result.stderr == "error: -: stdin can be given only once\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline: --invalid-out naming one of the inputs truncates that input while it"
-    " is being read (the export is lost); it should be refused before anything is written",
-)
 def test_invalid_out_over_an_input_is_refused(data: Path, run: Run) -> None:
     original = Path("one_of_each.csv").read_bytes()
     result = run(
@@ -620,22 +600,12 @@ def test_invalid_out_over_an_input_is_refused(data: Path, run: Run) -> None:
     assert result.exit_code == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline: an input column named 'row' makes --invalid-out crash with"
-    " polars DuplicateError (traceback)",
-)
 def test_input_column_named_row(write: Write, data: Path, run: Run) -> None:
     write("r.csv", ",".join([*COLUMNS, "row"]) + "\nflow_1,soon,e,email,a@b.c,,,,7\n")
     result = run("validate", "r.csv", "-m", "mapping.toml", "--invalid-out", "bad.csv")
     assert result.exit_code == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline: input columns named 'source', 'reason' or 'message' are overwritten"
-    " in --invalid-out by the tool's own columns; the user's values are lost",
-)
 def test_input_columns_named_like_invalid_out_columns(write: Write, data: Path, run: Run) -> None:
     header = ",".join([*COLUMNS, "source", "message"])
     write("r.csv", header + "\nflow_1,soon,e,email,a@b.c,,,,newsletter,hello\n")
@@ -645,11 +615,6 @@ def test_input_columns_named_like_invalid_out_columns(write: Write, data: Path, 
     assert "hello" in record.values()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="payloads: an input column named 'event_name' clashes with a working column of"
-    " build_payloads, so snake_case = 'convert' is ignored and 'Signed Up' is bad_event_name",
-)
 def test_event_column_named_event_name(write: Write, run: Run) -> None:
     write(
         "m.toml",
