@@ -6,22 +6,32 @@ turned into one-line messages and exit codes here and nowhere else.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import wraps
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from backfill import pipeline
-from backfill.errors import BackfillError, ExitCode
-from backfill.mapping import load_mapping
+from backfill import pipeline, runs
+from backfill.codes import Status
+from backfill.errors import BackfillError, CredentialsError, ExitCode, UsageError
+from backfill.mapping import Mapping, load_mapping
 from backfill.payloads import PAYLOAD, REASON
 from backfill.report import render_text, write_json
+from backfill.results import default_results_path
+from backfill.sandbox import DEFAULT_API_KEY, DEFAULT_HOST, DEFAULT_PORT, SandboxConfig, serve
+from backfill.sender import SendOptions, Target, check_target
+from backfill.summary import Summary
+from backfill.summary import render_text as render_summary
 
 F = TypeVar("F", bound=Callable[..., Any])
 DRY_RUN_PAYLOADS = 3
+DEFAULT_BASE_URL = "https://api.embeddables.com"
 
 
 def main() -> None:
@@ -110,18 +120,118 @@ def validate(
 
 @cli.command()
 @input_options
+@click.option(
+    "-o",
+    "--results",
+    "results_path",
+    type=click.Path(dir_okay=False),
+    help="Results file (JSONL, or CSV by extension). Default: INPUT.results.jsonl.",
+)
+@click.option(
+    "--project-id",
+    envvar="EMBEDDABLES_PROJECT_ID",
+    help="Project id (pr_...); env EMBEDDABLES_PROJECT_ID.",
+)
+@click.option(
+    "--base-url",
+    envvar="EMBEDDABLES_API_URL",
+    default=DEFAULT_BASE_URL,
+    show_default=True,
+    help="API server; env EMBEDDABLES_API_URL.",
+)
+@click.option(
+    "--api-key-file",
+    type=click.Path(dir_okay=False),
+    help="File holding the rk_ key (otherwise env EMBEDDABLES_API_KEY).",
+)
 @click.option("--dry-run", is_flag=True, help="Validate and show the first payloads; send nothing.")
+@click.option(
+    "--sandbox", "use_sandbox", is_flag=True, help="Send to a local sandbox started in-process."
+)
+@click.option(
+    "--sandbox-users",
+    type=click.Path(dir_okay=False),
+    help="User entries for --sandbox (CSV/JSONL).",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 1024),
+    default=8,
+    show_default=True,
+    help="Requests in flight at most.",
+)
+@click.option(
+    "--rate", type=click.FloatRange(min=0, min_open=True), help="Requests per second at most."
+)
+@click.option(
+    "--max-retries",
+    type=click.IntRange(0, 100),
+    default=5,
+    show_default=True,
+    help="Retries of a row on 408/429/5xx/timeouts/connection errors.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="Seconds per request.",
+)
+@click.option(
+    "--max-consecutive-failures",
+    type=click.IntRange(1),
+    default=100,
+    show_default=True,
+    help="Stop the run (exit 3) after this many rows in a row end failed.",
+)
+@click.option("--resume", is_flag=True, help="Continue the run of an existing results file.")
+@click.option(
+    "--overwrite", is_flag=True, help="Start again, writing over an existing results file."
+)
+@click.option(
+    "--limit", type=click.IntRange(1), help="Take only the first N input rows (a trial run)."
+)
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @reports_errors
-def send(inputs: tuple[str, ...], mapping_path: str, fmt: str | None, dry_run: bool) -> None:
+def send(inputs: tuple[str, ...], mapping_path: str, fmt: str | None, **options: Any) -> None:
     """Send every valid row of the exports to the Embeddables events API.
 
+    Every row ends in the results file as sent, not_found, rejected, failed or invalid.
+
     \b
-    Example:
+    Examples:
       backfill send events.csv -m mapping.toml --dry-run
+      EMBEDDABLES_API_KEY=rk_... backfill send events.csv -m mapping.toml --project-id pr_123
+      backfill send sample_data/events.csv -m sample_data/mapping.toml --sandbox \\
+          --sandbox-users sample_data/users.csv
+
+    Exit code 0 when every row was sent, 1 when some were not, 2 when nothing was sent,
+    3 when the run stopped early (resume it with --resume), 130 when interrupted.
     """
     mapping = load_mapping(mapping_path)
-    if not dry_run:
-        raise BackfillError("sending is not available yet; use --dry-run")
+    if options["dry_run"]:
+        _dry_run(inputs, mapping, fmt)
+    run = runs.SendRun(
+        inputs=inputs,
+        mapping=mapping,
+        fmt=fmt,
+        results_path=options["results_path"] or default_results_path(inputs[0]),
+        target=_target(options),
+        options=_send_options(options),
+        sandbox=_sandbox_config(options),
+        resume=options["resume"],
+        overwrite=options["overwrite"],
+    )
+    with _progress_bar(options["no_progress"]) as on_progress:
+        summary, code = runs.run_send(run, on_progress)
+    data = summary.to_dict()
+    click.echo(json.dumps(data, indent=2) if options["as_json"] else render_summary(data))
+    sys.exit(code)
+
+
+def _dry_run(inputs: tuple[str, ...], mapping: Mapping, fmt: str | None) -> None:
+    """Validate, print the report and the first payloads exactly as they would be sent; exit."""
     samples: list[str] = []
 
     def keep_samples(batch: pipeline.CheckedBatch) -> None:
@@ -136,3 +246,142 @@ def send(inputs: tuple[str, ...], mapping_path: str, fmt: str | None, dry_run: b
         click.echo(body)
     click.echo("\nDry run: nothing was sent.")
     sys.exit(ExitCode.OK if report["invalid"] == 0 else ExitCode.PROBLEMS)
+
+
+def _target(options: dict[str, Any]) -> Target:
+    """The API target from options and environment; the sandbox's own when --sandbox."""
+    if options["use_sandbox"]:
+        return Target("http://127.0.0.1", options["project_id"] or "pr_sandbox", DEFAULT_API_KEY)
+    key = os.environ.get("EMBEDDABLES_API_KEY")
+    if options["api_key_file"]:
+        try:
+            key = Path(options["api_key_file"]).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CredentialsError(
+                f"{options['api_key_file']}: cannot read the API key file ({type(exc).__name__})"
+            ) from None
+    return check_target(options["base_url"], options["project_id"], key)
+
+
+def _send_options(options: dict[str, Any]) -> SendOptions:
+    """The sender's settings from the command line."""
+    return SendOptions(
+        concurrency=options["concurrency"],
+        rate=options["rate"],
+        max_retries=options["max_retries"],
+        timeout=options["timeout"],
+        max_consecutive_failures=options["max_consecutive_failures"],
+        limit=options["limit"],
+    )
+
+
+def _sandbox_config(options: dict[str, Any]) -> SandboxConfig | None:
+    """The in-process sandbox for --sandbox, seeded with --sandbox-users."""
+    if not options["use_sandbox"]:
+        if options["sandbox_users"]:
+            raise UsageError("--sandbox-users goes with --sandbox")
+        return None
+    users = Path(options["sandbox_users"]) if options["sandbox_users"] else None
+    return SandboxConfig(users_path=users, keep_received=False)
+
+
+@contextlib.contextmanager
+def _progress_bar(disabled: bool) -> Iterator[Callable[[Summary], None] | None]:
+    """A tqdm bar on stderr when it is a terminal, fed from the run's summary."""
+    if disabled or not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(unit=" rows", file=sys.stderr, dynamic_ncols=True) as bar:
+
+        def update(summary: Summary) -> None:
+            bar.update(summary.rows - bar.n)
+            by = summary.by_status
+            bar.set_postfix(
+                sent=by[Status.SENT],
+                not_found=by[Status.NOT_FOUND],
+                failed=by[Status.FAILED],
+                refresh=False,
+            )
+
+        yield update
+
+
+@cli.command()
+@click.option(
+    "--host", default=DEFAULT_HOST, show_default=True, help="Loopback address to listen on."
+)
+@click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True)
+@click.option(
+    "--users",
+    type=click.Path(dir_okay=False),
+    help="User entries: CSV/JSONL of embeddable_id,key,value.",
+)
+@click.option(
+    "--received",
+    type=click.Path(dir_okay=False),
+    help="Append every accepted event to this JSONL file.",
+)
+@click.option(
+    "--api-key", "api_keys", multiple=True, help="Accepted key (repeatable); default rk_sandbox."
+)
+@click.option(
+    "--fail-rate", type=click.FloatRange(0, 1), default=0.0, help="Share of 500/503 answers."
+)
+@click.option(
+    "--throttle-rate", type=click.FloatRange(0, 1), default=0.0, help="Share of 429 answers."
+)
+@click.option(
+    "--drop-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    help="Share of connections closed before processing.",
+)
+@click.option(
+    "--drop-after-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    help="Share of connections closed after processing (the event exists).",
+)
+@click.option(
+    "--delay", type=click.FloatRange(min=0), default=0.0, help="Seconds added to every answer."
+)
+@click.option(
+    "--rate-limit",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Requests per second above which answers are 429.",
+)
+@click.option(
+    "--retry-after",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="Retry-After seconds of 429 answers.",
+)
+@click.option("--seed", type=int, help="Seed of the random faults.")
+@reports_errors
+def sandbox(
+    host: str,
+    port: int,
+    users: str | None,
+    received: str | None,
+    api_keys: tuple[str, ...],
+    **faults: Any,
+) -> None:
+    """Serve a local Embeddables-compatible events API for rehearsals and tests.
+
+    \b
+    Example:
+      backfill sandbox --users sample_data/users.csv --received received.jsonl --fail-rate 0.1
+    """
+    config = SandboxConfig(
+        api_keys=frozenset(api_keys or {DEFAULT_API_KEY}),
+        users_path=Path(users) if users else None,
+        received_path=Path(received) if received else None,
+        keep_received=False,
+        **faults,
+    )
+    serve(
+        config, host, port, on_ready=lambda url: click.echo(f"sandbox listening on {url}", err=True)
+    )

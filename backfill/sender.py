@@ -1,0 +1,449 @@
+"""Send payloads with one aiohttp session: a concurrency cap, a rate cap, retries, run control.
+
+Rows flow from the validation batches through a bounded queue to ``concurrency`` workers.
+Each row ends in exactly one final record, handed to the results writer the moment it is
+final; a row whose outcome is not final when the run stops gets no record, so a resumed run
+sends it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import random
+import signal
+import ssl
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from urllib.parse import quote, urlsplit
+
+import aiohttp
+
+from backfill import __version__
+from backfill.codes import CONNECTION_ERROR, TIMEOUT, Status
+from backfill.errors import CredentialsError
+from backfill.inputs import ROW
+from backfill.payloads import EMBEDDABLE_ID, IDENTIFIER_KEY, MESSAGE, PAYLOAD, REASON
+from backfill.pipeline import CheckedBatch
+from backfill.results import Record, ResultsWriter
+from backfill.sandbox import RunningSandbox, SandboxConfig
+from backfill.summary import Summary
+
+RETRYABLE = frozenset({408, 429}) | frozenset(range(500, 600))
+MAX_RESPONSE_BYTES = 64 * 1024  # a response is read this far at most: a sink cannot flood us
+MESSAGE_CHARS = 300
+MAX_RETRY_AFTER = 300.0
+PROGRESS_EVERY = 0.2
+LOOPBACK_NAMES = frozenset({"localhost"})
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where events go and the key that lets them in; the key never shows in a repr."""
+
+    base_url: str
+    project_id: str
+    api_key: str = field(repr=False)
+
+    @property
+    def events_url(self) -> str:
+        """POST https://host/projects/{projectId}/events."""
+        return f"{self.base_url.rstrip('/')}/projects/{quote(self.project_id, safe='')}/events"
+
+
+@dataclass(frozen=True)
+class SendOptions:
+    """How hard to push: concurrency and rate caps, retries, and when to give up."""
+
+    concurrency: int = 8
+    rate: float | None = None
+    max_retries: int = 5
+    timeout: float = 30.0
+    max_consecutive_failures: int = 100
+    backoff_base: float = 0.5
+    backoff_cap: float = 30.0
+    limit: int | None = None  # input rows to take, for a trial run
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a host name or address is this machine."""
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_target(base_url: str, project_id: str | None, api_key: str | None) -> Target:
+    """Refuse, before anything is sent, a missing or malformed key or an unsafe URL."""
+    if not api_key:
+        raise CredentialsError(
+            "no API key: set EMBEDDABLES_API_KEY or give --api-key-file (keys start with rk_)"
+        )
+    if not api_key.startswith("rk_"):
+        raise CredentialsError("the API key does not start with rk_: Embeddables keys are rk_...")
+    if not project_id:
+        raise CredentialsError("no project id: give --project-id or set EMBEDDABLES_PROJECT_ID")
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise CredentialsError(f"{base_url}: not an http(s) URL")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise CredentialsError(
+            f"{base_url}: plain http would send the key unencrypted; use https"
+            " (http is allowed only to this machine)"
+        )
+    return Target(base_url, project_id, api_key)
+
+
+@dataclass
+class Job:
+    """One valid row waiting to be sent."""
+
+    source: str
+    row: int
+    payload: str
+    embeddable_id: str
+    identifier_key: str
+
+
+class RateLimiter:
+    """Spaces request starts at least 1/rate seconds apart across all workers."""
+
+    def __init__(self, rate: float | None) -> None:
+        self.interval = 1.0 / rate if rate else 0.0
+        self.next_start = time.monotonic()
+
+    async def wait(self) -> None:
+        """Take the next start slot, sleeping until it comes."""
+        if not self.interval:
+            return
+        now = time.monotonic()
+        start = max(now, self.next_start)
+        self.next_start = start + self.interval
+        if start > now:
+            await asyncio.sleep(start - now)
+
+
+@dataclass
+class Attempt:
+    """What one HTTP attempt came to."""
+
+    http_status: int | None
+    body: bytes = b""
+    retry_after: float | None = None
+    error: str | None = None  # TIMEOUT or CONNECTION_ERROR when there was no answer
+    detail: str = ""
+    ambiguous: bool = False  # no answer, but the request may have reached the server
+
+
+class Sender:
+    """Runs the worker pool for one send; stop() ends it cleanly from a signal or an abort."""
+
+    def __init__(
+        self,
+        target: Target,
+        options: SendOptions,
+        writer: ResultsWriter,
+        summary: Summary,
+        on_progress: Callable[[Summary], None] | None = None,
+    ) -> None:
+        self.target = target
+        self.options = options
+        self.writer = writer
+        self.summary = summary
+        self.on_progress = on_progress
+        self.limiter = RateLimiter(options.rate)
+        self.stopping = asyncio.Event()
+        self.aborted: str | None = None
+        self.interrupted = False
+        self.consecutive_failures = 0
+        self.last_progress = 0.0
+        self.url = target.events_url
+        self.headers = {
+            "X-Api-Key": target.api_key,
+            "Content-Type": "application/json",
+            "User-Agent": f"backfill/{__version__}",
+        }
+
+    def stop(self, reason: str | None = None, interrupted: bool = False) -> None:
+        """Stop taking rows; requests in flight finish or time out."""
+        if reason and not self.aborted:
+            self.aborted = reason
+        self.interrupted = self.interrupted or interrupted
+        self.stopping.set()
+
+    async def run(self, batches: Iterator[CheckedBatch], ssl_context: ssl.SSLContext) -> None:
+        """Send every valid row of the batches and record every row."""
+        queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=self.options.concurrency * 4)
+        connector = aiohttp.TCPConnector(limit=self.options.concurrency, ssl=ssl_context)
+        timeout = aiohttp.ClientTimeout(total=self.options.timeout)
+        async with aiohttp.ClientSession(
+            connector=connector, timeout=timeout, trust_env=not _is_local(self.url)
+        ) as session:
+            workers = [
+                asyncio.create_task(self._work(session, queue))
+                for _ in range(self.options.concurrency)
+            ]
+            try:
+                await self._produce(batches, queue)
+            finally:
+                for _ in workers:
+                    await queue.put(None)
+                await asyncio.gather(*workers)
+        self._progress(force=True)
+
+    async def _produce(
+        self, batches: Iterator[CheckedBatch], queue: asyncio.Queue[Job | None]
+    ) -> None:
+        """Feed valid rows to the workers and record invalid ones, until done or stopped."""
+        taken = 0
+        limit = self.options.limit
+        while not self.stopping.is_set():
+            batch = await asyncio.to_thread(next, batches, None)
+            if batch is None:
+                return
+            columns = batch.checked.select(
+                ROW, REASON, MESSAGE, PAYLOAD, EMBEDDABLE_ID, IDENTIFIER_KEY
+            )
+            for row, reason, message, payload, emb, key in columns.iter_rows():
+                if self.stopping.is_set() or (limit is not None and taken >= limit):
+                    return
+                taken += 1
+                if reason is not None:
+                    self._record(
+                        Record(batch.source, row, Status.INVALID, None, reason, message), emb, key
+                    )
+                else:
+                    await queue.put(Job(batch.source, row, payload, emb, key))
+
+    async def _work(self, session: aiohttp.ClientSession, queue: asyncio.Queue[Job | None]) -> None:
+        """Take jobs until the end marker; after a stop, drain without sending."""
+        while (job := await queue.get()) is not None:
+            if self.stopping.is_set():
+                continue  # not sent, not recorded: a resumed run sends it
+            record = await self._deliver(session, job)
+            if record is not None:
+                self._record(record, job.embeddable_id, job.identifier_key)
+
+    async def _deliver(self, session: aiohttp.ClientSession, job: Job) -> Record | None:
+        """Send one row, retrying what may pass later; None when the run stopped first."""
+        attempts = 0
+        ambiguous = 0
+        while True:
+            await self.limiter.wait()
+            attempts += 1
+            attempt = await self._attempt(session, job.payload)
+            self.summary.requests += 1
+            status = attempt.http_status
+            if status in (401, 403):
+                self.stop(_key_message(status))
+                return None
+            retryable = attempt.error is not None or status in RETRYABLE
+            if not retryable or attempts > self.options.max_retries:
+                return _final(job, attempt, attempts, ambiguous)
+            if self.stopping.is_set():
+                return None
+            self.summary.retries += 1
+            if attempt.ambiguous:
+                ambiguous += 1
+                self.summary.ambiguous_retries += 1
+            await asyncio.sleep(self._backoff(attempts, attempt.retry_after))
+
+    async def _attempt(self, session: aiohttp.ClientSession, payload: str) -> Attempt:
+        """One POST; every way it can go wrong becomes an Attempt, never an exception."""
+        try:
+            async with session.post(
+                self.url, data=payload.encode(), headers=self.headers, allow_redirects=False
+            ) as response:
+                body = await response.content.read(MAX_RESPONSE_BYTES)
+                return Attempt(response.status, body, _retry_after(response.headers))
+        except TimeoutError:
+            return Attempt(None, error=TIMEOUT, detail="no answer in time", ambiguous=True)
+        except aiohttp.ClientConnectorError as exc:
+            return Attempt(None, error=CONNECTION_ERROR, detail=_redact(str(exc), self.target))
+        except aiohttp.ClientError as exc:
+            # The connection broke after the request went out: the server may have it.
+            detail = _redact(f"{type(exc).__name__}: {exc}", self.target)
+            return Attempt(None, error=CONNECTION_ERROR, detail=detail, ambiguous=True)
+
+    def _backoff(self, attempts: int, retry_after: float | None) -> float:
+        """Exponential backoff with full jitter, or the server's Retry-After when it gave one."""
+        if retry_after is not None:
+            return retry_after + random.uniform(0, 0.1 * retry_after)
+        ceiling = min(self.options.backoff_cap, self.options.backoff_base * 2 ** (attempts - 1))
+        return random.uniform(ceiling / 2, ceiling)
+
+    def _record(self, record: Record, embeddable_id: str | None, key: str | None) -> None:
+        """Write a final record, count it, and watch for a run of failures."""
+        self.writer.write(record)
+        self.summary.add(record.status, record.error, embeddable_id or "", key or "")
+        if record.status == Status.FAILED:
+            self.consecutive_failures += 1
+            if self.consecutive_failures >= self.options.max_consecutive_failures:
+                self.stop(
+                    f"{self.consecutive_failures} rows in a row failed after all retries:"
+                    " the service looks down"
+                )
+        elif record.status != Status.INVALID:
+            self.consecutive_failures = 0
+        self._progress()
+
+    def _progress(self, force: bool = False) -> None:
+        """Tell the caller how far we are, a few times a second."""
+        now = time.monotonic()
+        if self.on_progress is not None and (force or now - self.last_progress >= PROGRESS_EVERY):
+            self.last_progress = now
+            self.on_progress(self.summary)
+
+
+def _is_local(url: str) -> bool:
+    """Whether a URL points at this machine (no proxy applies)."""
+    return is_loopback(urlsplit(url).hostname or "")
+
+
+def _key_message(status: int) -> str:
+    """Why a 401/403 stopped the run, with its likely cause."""
+    return (
+        f"the API answered {status}: the key was rejected. Check that EMBEDDABLES_API_KEY (or"
+        " --api-key-file) holds a current rk_ key of this project, and that --project-id and"
+        " --base-url are right"
+    )
+
+
+def _retry_after(headers: object) -> float | None:
+    """Seconds from a Retry-After header (seconds or an HTTP date), capped."""
+    value = getattr(headers, "get", lambda _: None)("Retry-After")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def _final(job: Job, attempt: Attempt, attempts: int, ambiguous: int) -> Record:
+    """The final record of a row from its last attempt."""
+    record = Record(job.source, job.row, Status.SENT, attempt.http_status, attempts=attempts)
+    record.payload = job.payload
+    status = attempt.http_status
+    if attempt.error is not None:
+        record.status, record.error, record.message = Status.FAILED, attempt.error, attempt.detail
+    elif status == 200:
+        record.entry_id = _entry_id(attempt.body)
+    elif status == 404:
+        record.status = Status.NOT_FOUND
+        record.error = _api_error(attempt.body) or f"HTTP_{status}"
+        record.message = _snippet(attempt.body)
+    else:
+        record.status = Status.FAILED if status in RETRYABLE else Status.REJECTED
+        record.error = f"HTTP_{status}"
+        record.message = _snippet(attempt.body)
+    if ambiguous:
+        note = f"retried {ambiguous}x after no answer: the event may exist twice"
+        record.message = f"{record.message}; {note}" if record.message else note
+    return record
+
+
+def _entry_id(body: bytes) -> str | None:
+    """entry_id from a 200 answer's event object, if it has one."""
+    try:
+        event = json.loads(body)
+    except ValueError:
+        return None
+    value = event.get("entry_id") if isinstance(event, dict) else None
+    return str(value) if value is not None else None
+
+
+def _api_error(body: bytes) -> str | None:
+    """The API's error code from a JSON error body (ENTRY_NOT_FOUND and the like)."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    code = data.get("error") if isinstance(data, dict) else None
+    return code if isinstance(code, str) and code else None
+
+
+def _snippet(body: bytes) -> str:
+    """The start of a response body, as one line."""
+    text = body.decode("utf-8", errors="replace")
+    text = " ".join(text.split())
+    return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 3] + "..."
+
+
+def _redact(text: str, target: Target) -> str:
+    """A message with the key taken out, wherever a library might have put it."""
+    return text.replace(target.api_key, "[key]") if target.api_key else text
+
+
+def send(
+    batches: Iterator[CheckedBatch],
+    target: Target,
+    options: SendOptions,
+    writer: ResultsWriter,
+    summary: Summary,
+    on_progress: Callable[[Summary], None] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    sandbox: SandboxConfig | None = None,
+) -> Sender:
+    """Run a send to the end (or an abort or a signal) and return the finished Sender.
+
+    With ``sandbox``, a local sandbox is started in the same event loop and receives the run.
+    """
+    run = _main(batches, target, options, writer, summary, on_progress, ssl_context, sandbox)
+    return asyncio.run(run)
+
+
+async def _main(
+    batches: Iterator[CheckedBatch],
+    target: Target,
+    options: SendOptions,
+    writer: ResultsWriter,
+    summary: Summary,
+    on_progress: Callable[[Summary], None] | None,
+    ssl_context: ssl.SSLContext | None,
+    sandbox: SandboxConfig | None,
+) -> Sender:
+    """The send inside an event loop, with SIGINT/SIGTERM wired to a clean stop."""
+    async with contextlib.AsyncExitStack() as stack:
+        if sandbox is not None:
+            local = await stack.enter_async_context(RunningSandbox(sandbox))
+            target = Target(local.url, target.project_id, target.api_key)
+        sender = Sender(target, options, writer, summary, on_progress)
+        started = time.monotonic()
+        with _signals_stop(sender):
+            try:
+                await sender.run(batches, ssl_context or ssl.create_default_context())
+            finally:
+                summary.elapsed = time.monotonic() - started
+                summary.stopped = "interrupted" if sender.interrupted else sender.aborted
+    return sender
+
+
+@contextlib.contextmanager
+def _signals_stop(sender: Sender) -> Iterator[None]:
+    """SIGINT/SIGTERM stop the run cleanly; a second one cancels what is still in flight."""
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+
+    def on_signal() -> None:
+        if sender.stopping.is_set() and main is not None:
+            main.cancel()
+        sender.stop(None, interrupted=True)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        yield
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
