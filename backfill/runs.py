@@ -13,7 +13,7 @@ from backfill.errors import ExitCode, UsageError
 from backfill.mapping import Mapping
 from backfill.results import ResultsWriter
 from backfill.sandbox import SandboxConfig
-from backfill.sender import SendOptions, Target, send
+from backfill.sender import SendOptions, Target, items_of, send
 from backfill.summary import Summary
 
 
@@ -52,7 +52,7 @@ def run_send(
             )
             try:
                 send(
-                    batches,
+                    map(items_of, batches),
                     run.target,
                     run.options,
                     writer,

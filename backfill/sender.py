@@ -16,7 +16,7 @@ import random
 import signal
 import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from urllib.parse import quote, urlsplit
@@ -111,6 +111,21 @@ class Job:
     identifier_key: str
 
 
+Item = Job | Record  # what a run is fed: rows to send, and records already final (invalid rows)
+
+
+def items_of(batch: CheckedBatch) -> list[Item]:
+    """A validated batch as jobs for its valid rows and records for its invalid ones."""
+    columns = batch.checked.select(ROW, REASON, MESSAGE, PAYLOAD, EMBEDDABLE_ID, IDENTIFIER_KEY)
+    items: list[Item] = []
+    for row, reason, message, payload, emb, key in columns.iter_rows():
+        if reason is None:
+            items.append(Job(batch.source, row, payload, emb, key))
+        else:
+            items.append(Record(batch.source, row, Status.INVALID, None, reason, message))
+    return items
+
+
 class RateLimiter:
     """Spaces request starts at least 1/rate seconds apart across all workers."""
 
@@ -177,7 +192,7 @@ class Sender:
         self.interrupted = self.interrupted or interrupted
         self.stopping.set()
 
-    async def run(self, batches: Iterator[CheckedBatch], ssl_context: ssl.SSLContext) -> None:
+    async def run(self, batches: Iterator[Sequence[Item]], ssl_context: ssl.SSLContext) -> None:
         """Send every valid row of the batches and record every row."""
         queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=self.options.concurrency * 4)
         connector = aiohttp.TCPConnector(limit=self.options.concurrency, ssl=ssl_context)
@@ -198,28 +213,24 @@ class Sender:
         self._progress(force=True)
 
     async def _produce(
-        self, batches: Iterator[CheckedBatch], queue: asyncio.Queue[Job | None]
+        self, batches: Iterator[Sequence[Item]], queue: asyncio.Queue[Job | None]
     ) -> None:
-        """Feed valid rows to the workers and record invalid ones, until done or stopped."""
+        """Feed jobs to the workers and write ready records, until done or stopped."""
         taken = 0
         limit = self.options.limit
         while not self.stopping.is_set():
+            # The next batch is read and validated in a thread, off the event loop.
             batch = await asyncio.to_thread(next, batches, None)
             if batch is None:
                 return
-            columns = batch.checked.select(
-                ROW, REASON, MESSAGE, PAYLOAD, EMBEDDABLE_ID, IDENTIFIER_KEY
-            )
-            for row, reason, message, payload, emb, key in columns.iter_rows():
+            for item in batch:
                 if self.stopping.is_set() or (limit is not None and taken >= limit):
                     return
                 taken += 1
-                if reason is not None:
-                    self._record(
-                        Record(batch.source, row, Status.INVALID, None, reason, message), emb, key
-                    )
+                if isinstance(item, Record):
+                    self._record(item, None, None)
                 else:
-                    await queue.put(Job(batch.source, row, payload, emb, key))
+                    await queue.put(item)
 
     async def _work(self, session: aiohttp.ClientSession, queue: asyncio.Queue[Job | None]) -> None:
         """Take jobs until the end marker; after a stop, drain without sending."""
@@ -386,7 +397,7 @@ def _redact(text: str, target: Target) -> str:
 
 
 def send(
-    batches: Iterator[CheckedBatch],
+    batches: Iterator[Sequence[Item]],
     target: Target,
     options: SendOptions,
     writer: ResultsWriter,
@@ -404,7 +415,7 @@ def send(
 
 
 async def _main(
-    batches: Iterator[CheckedBatch],
+    batches: Iterator[Sequence[Item]],
     target: Target,
     options: SendOptions,
     writer: ResultsWriter,
