@@ -118,6 +118,87 @@ def validate(
     sys.exit(ExitCode.OK if report["invalid"] == 0 else ExitCode.PROBLEMS)
 
 
+def send_options(func: F) -> F:
+    """The options of every command that sends: target, pool, retries, run control."""
+    options = [
+        click.option(
+            "--project-id",
+            envvar="EMBEDDABLES_PROJECT_ID",
+            help="Project id (pr_...); env EMBEDDABLES_PROJECT_ID.",
+        ),
+        click.option(
+            "--base-url",
+            envvar="EMBEDDABLES_API_URL",
+            default=DEFAULT_BASE_URL,
+            show_default=True,
+            help="API server; env EMBEDDABLES_API_URL.",
+        ),
+        click.option(
+            "--api-key-file",
+            type=click.Path(dir_okay=False),
+            help="File holding the rk_ key (otherwise env EMBEDDABLES_API_KEY).",
+        ),
+        click.option(
+            "--sandbox",
+            "use_sandbox",
+            is_flag=True,
+            help="Send to a local sandbox started in-process.",
+        ),
+        click.option(
+            "--sandbox-users",
+            type=click.Path(dir_okay=False),
+            help="User entries for --sandbox (CSV/JSONL).",
+        ),
+        click.option(
+            "--concurrency",
+            type=click.IntRange(1, 1024),
+            default=8,
+            show_default=True,
+            help="Requests in flight at most.",
+        ),
+        click.option(
+            "--rate",
+            type=click.FloatRange(min=0, min_open=True),
+            help="Requests per second at most.",
+        ),
+        click.option(
+            "--max-retries",
+            type=click.IntRange(0, 100),
+            default=5,
+            show_default=True,
+            help="Retries of a row on 408/429/5xx/timeouts/connection errors.",
+        ),
+        click.option(
+            "--timeout",
+            type=click.FloatRange(min=0, min_open=True),
+            default=30.0,
+            show_default=True,
+            help="Seconds per request.",
+        ),
+        click.option(
+            "--max-consecutive-failures",
+            type=click.IntRange(1),
+            default=100,
+            show_default=True,
+            help="Stop the run (exit 3) after this many rows in a row end failed.",
+        ),
+        click.option(
+            "--resume", is_flag=True, help="Continue the run of an existing results file."
+        ),
+        click.option(
+            "--overwrite", is_flag=True, help="Start again, writing over an existing results file."
+        ),
+        click.option(
+            "--limit", type=click.IntRange(1), help="Take only the first N rows (a trial run)."
+        ),
+        click.option("--no-progress", is_flag=True, help="No progress bar."),
+        click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 @cli.command()
 @input_options
 @click.option(
@@ -127,72 +208,8 @@ def validate(
     type=click.Path(dir_okay=False),
     help="Results file (JSONL, or CSV by extension). Default: INPUT.results.jsonl.",
 )
-@click.option(
-    "--project-id",
-    envvar="EMBEDDABLES_PROJECT_ID",
-    help="Project id (pr_...); env EMBEDDABLES_PROJECT_ID.",
-)
-@click.option(
-    "--base-url",
-    envvar="EMBEDDABLES_API_URL",
-    default=DEFAULT_BASE_URL,
-    show_default=True,
-    help="API server; env EMBEDDABLES_API_URL.",
-)
-@click.option(
-    "--api-key-file",
-    type=click.Path(dir_okay=False),
-    help="File holding the rk_ key (otherwise env EMBEDDABLES_API_KEY).",
-)
 @click.option("--dry-run", is_flag=True, help="Validate and show the first payloads; send nothing.")
-@click.option(
-    "--sandbox", "use_sandbox", is_flag=True, help="Send to a local sandbox started in-process."
-)
-@click.option(
-    "--sandbox-users",
-    type=click.Path(dir_okay=False),
-    help="User entries for --sandbox (CSV/JSONL).",
-)
-@click.option(
-    "--concurrency",
-    type=click.IntRange(1, 1024),
-    default=8,
-    show_default=True,
-    help="Requests in flight at most.",
-)
-@click.option(
-    "--rate", type=click.FloatRange(min=0, min_open=True), help="Requests per second at most."
-)
-@click.option(
-    "--max-retries",
-    type=click.IntRange(0, 100),
-    default=5,
-    show_default=True,
-    help="Retries of a row on 408/429/5xx/timeouts/connection errors.",
-)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=30.0,
-    show_default=True,
-    help="Seconds per request.",
-)
-@click.option(
-    "--max-consecutive-failures",
-    type=click.IntRange(1),
-    default=100,
-    show_default=True,
-    help="Stop the run (exit 3) after this many rows in a row end failed.",
-)
-@click.option("--resume", is_flag=True, help="Continue the run of an existing results file.")
-@click.option(
-    "--overwrite", is_flag=True, help="Start again, writing over an existing results file."
-)
-@click.option(
-    "--limit", type=click.IntRange(1), help="Take only the first N input rows (a trial run)."
-)
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@send_options
 @reports_errors
 def send(inputs: tuple[str, ...], mapping_path: str, fmt: str | None, **options: Any) -> None:
     """Send every valid row of the exports to the Embeddables events API.
@@ -203,11 +220,12 @@ def send(inputs: tuple[str, ...], mapping_path: str, fmt: str | None, **options:
     Examples:
       backfill send events.csv -m mapping.toml --dry-run
       EMBEDDABLES_API_KEY=rk_... backfill send events.csv -m mapping.toml --project-id pr_123
+      backfill send events.csv -m mapping.toml --project-id pr_123 --resume
       backfill send sample_data/events.csv -m sample_data/mapping.toml --sandbox \\
           --sandbox-users sample_data/users.csv
 
     Exit code 0 when every row was sent, 1 when some were not, 2 when nothing was sent,
-    3 when the run stopped early (resume it with --resume), 130 when interrupted.
+    3 when the run stopped early (continue it with --resume), 130 when interrupted.
     """
     mapping = load_mapping(mapping_path)
     if options["dry_run"]:
@@ -217,14 +235,120 @@ def send(inputs: tuple[str, ...], mapping_path: str, fmt: str | None, **options:
         mapping=mapping,
         fmt=fmt,
         results_path=options["results_path"] or default_results_path(inputs[0]),
-        target=_target(options),
-        options=_send_options(options),
-        sandbox=_sandbox_config(options),
-        resume=options["resume"],
-        overwrite=options["overwrite"],
+        **_run_settings(options),
     )
+    _finish(run, options, runs.run_send)
+
+
+@cli.command()
+@click.argument("results")
+@click.argument("inputs", nargs=-1)
+@click.option(
+    "-o",
+    "--results-out",
+    "results_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The new results file.",
+)
+@click.option(
+    "--status",
+    "statuses",
+    default="not_found,failed",
+    show_default=True,
+    help="Statuses to send again, comma-separated.",
+)
+@click.option(
+    "-m",
+    "--mapping",
+    "mapping_path",
+    type=click.Path(dir_okay=False),
+    help="Rebuild the payloads from INPUT... with this mapping.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "tsv", "jsonl"]),
+    help="Input format for stdin; overrides the file extension.",
+)
+@send_options
+@reports_errors
+def retry(
+    results: str,
+    inputs: tuple[str, ...],
+    mapping_path: str | None,
+    fmt: str | None,
+    statuses: str,
+    **options: Any,
+) -> None:
+    """Send again the rows of a results file that did not go through, to a new results file.
+
+    By default the stored payloads are sent again; with -m MAPPING INPUT... the payloads of
+    those rows are rebuilt from the original inputs with the new mapping.
+
+    \b
+    Examples:
+      backfill retry events.results.jsonl -o events.retry.jsonl
+      backfill retry events.results.jsonl -o fixed.jsonl -m fixed_mapping.toml events.csv
+      backfill retry events.retry.jsonl -o events.retry2.jsonl --status failed
+    """
+    if bool(mapping_path) != bool(inputs):
+        raise UsageError("-m MAPPING and INPUT... go together: give both or neither")
+    chosen = tuple(s.strip() for s in statuses.split(",") if s.strip())
+    unknown = [s for s in chosen if s not in {status.value for status in Status}]
+    if unknown or not chosen:
+        raise UsageError(
+            f"--status: unknown status '{unknown[0] if unknown else ''}'; use"
+            f" {', '.join(s.value for s in Status)}"
+        )
+    run = runs.RetryRun(
+        inputs=inputs,
+        mapping=load_mapping(mapping_path) if mapping_path else None,
+        fmt=fmt,
+        results_path=options["results_path"],
+        from_results=results,
+        statuses=chosen,
+        **_run_settings(options),
+    )
+    _finish(run, options, runs.run_retry)  # type: ignore[arg-type]
+
+
+@cli.command()
+@click.argument("results")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@reports_errors
+def report(results: str, as_json: bool) -> None:
+    """Summarise a results file: counts by status and error, the 404 diagnosis, the retry command.
+
+    \b
+    Example:
+      backfill report events.results.jsonl --json
+    """
+    data = runs.summarise(results).to_dict()
+    click.echo(json.dumps(data, indent=2) if as_json else render_summary(data))
+
+
+def _run_settings(options: dict[str, Any]) -> dict[str, Any]:
+    """The settings every send run shares, from the command line."""
+    return {
+        "target": _target(options),
+        "options": _send_options(options),
+        "sandbox": _sandbox_config(options),
+        "resume": options["resume"],
+        "overwrite": options["overwrite"],
+    }
+
+
+def _finish(
+    run: runs.SendRun,
+    options: dict[str, Any],
+    how: Callable[[runs.SendRun, Callable[[Summary], None] | None], tuple[Summary, ExitCode]],
+) -> None:
+    """Run a send with a progress bar, print notes and the summary, exit with its code."""
     with _progress_bar(options["no_progress"]) as on_progress:
-        summary, code = runs.run_send(run, on_progress)
+        summary, code = how(run, on_progress)
+    for note in run.notes:
+        click.echo(f"note: {note}", err=True)
     data = summary.to_dict()
     click.echo(json.dumps(data, indent=2) if options["as_json"] else render_summary(data))
     sys.exit(code)

@@ -71,15 +71,25 @@ def check_outputs(outputs: Sequence[str | None], inputs: Sequence[str]) -> None:
 
 
 def checked_batches(
-    inputs: Sequence[InputFile], mapping: Mapping, bodies: bool = True
+    inputs: Sequence[InputFile],
+    mapping: Mapping,
+    bodies: bool = True,
+    keep: Callable[[str, pl.Series], pl.Series] | None = None,
 ) -> Iterator[CheckedBatch]:
-    """Every row of every input, validated and turned into payloads, batch by batch."""
+    """Every row of every input, validated and turned into payloads, batch by batch.
+
+    ``keep(source, row_numbers)`` picks the rows to go on with (a resumed run leaves out the
+    rows already done) before any work is spent on them.
+    """
     now = datetime.now(UTC)
     wanted = mapping.columns_used()
     for inp in inputs:
         try:
             for rows in read_ahead(batches(inp, wanted)):
-                yield CheckedBatch(inp.name, rows, build_payloads(rows, mapping, now, bodies))
+                if keep is not None:
+                    rows = rows.filter(keep(inp.name, rows[ROW]))
+                if rows.height:
+                    yield CheckedBatch(inp.name, rows, build_payloads(rows, mapping, now, bodies))
         finally:
             inp.close()
 

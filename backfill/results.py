@@ -9,15 +9,21 @@ requests that were in flight.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from types import TracebackType
+from typing import cast
+
+import polars as pl
 
 from backfill.codes import Status
-from backfill.errors import ResultsFileError
+from backfill.errors import InputError, ResultsFileError
+from backfill.inputs import MALFORMED, ROW, batches, open_input
 from backfill.tables import is_csv
 
 FIELDS = (
@@ -126,3 +132,201 @@ def _csv_line(values: object) -> str:
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerow(values)  # type: ignore[arg-type]
     return buffer.getvalue()
+
+
+# Reading results files back: for --resume, retry and report. Streaming, batch by batch.
+
+INT_FIELDS = ("row", "http_status", "attempts")
+STATUSES = tuple(s.value for s in Status)
+TAIL_BYTES = 1 << 20
+
+
+def read_results(path: str) -> Iterator[pl.DataFrame]:
+    """The records of a results file as frames with the SPEC fields (row numbers as ints).
+
+    A line that is not a record is a ResultsFileError naming it: a results file decides
+    what gets sent again, so it is never guessed at.
+    """
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        return  # a run that stopped before its first record
+    try:
+        inp = open_input(path, "csv" if is_csv(path) else "jsonl")
+    except InputError as exc:
+        raise ResultsFileError(str(exc)) from None
+    if inp.format == "csv":
+        missing = [f for f in FIELDS if f not in inp.columns]
+        if missing:
+            inp.close()
+            raise ResultsFileError(f"{path}: not a results file (no column {missing[0]})")
+    try:
+        for frame in batches(inp, FIELDS):
+            yield _checked_records(path, frame)
+    except InputError as exc:
+        raise ResultsFileError(str(exc)) from None
+    finally:
+        inp.close()
+
+
+def _checked_records(path: str, frame: pl.DataFrame) -> pl.DataFrame:
+    """A batch of records with typed fields, or an error naming the first bad line."""
+    records = frame.with_columns(
+        [pl.col(f).cast(pl.String).cast(pl.Int64, strict=False).alias(f) for f in INT_FIELDS]
+    )
+    bad = records.filter(
+        pl.col(MALFORMED).is_not_null()
+        | pl.col("source").is_null()
+        | pl.col("row").is_null()
+        | ~pl.col("status").is_in(STATUSES).fill_null(False)
+    )
+    if not bad.is_empty():
+        line = bad[ROW][0]
+        line += 1 if is_csv(path) else 0  # CSV records are numbered after the header line
+        why = bad[MALFORMED][0] or "missing source, row or status"
+        raise ResultsFileError(f"{path}: line {line} is not a results record ({why})")
+    return records.select(FIELDS)
+
+
+def discard_broken_tail(path: str) -> bool:
+    """Cut a last line that a killed run left unfinished or unreadable; True if one was cut.
+
+    Records are written whole with one write each, so only the last line can be broken:
+    its row has no final record and a resumed run sends it again.
+    """
+    with open(path, "rb+") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        handle.seek(max(0, size - TAIL_BYTES))
+        tail = handle.read()
+        if not tail:
+            return False
+        complete = tail.endswith(b"\n") and _is_record(
+            tail.rstrip(b"\n").rsplit(b"\n", 1)[-1], path
+        )
+        if complete:
+            return False
+        body = tail.rstrip(b"\n") if tail.endswith(b"\n") else tail
+        cut = body.rfind(b"\n")
+        if cut < 0 and size > len(tail):
+            raise ResultsFileError(f"{path}: the last line is longer than {TAIL_BYTES} bytes")
+        handle.truncate(size - len(tail) + cut + 1)
+        return True
+
+
+def _is_record(line: bytes, path: str) -> bool:
+    """Whether one line of a results file is a whole record (or the CSV header)."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    if is_csv(path):
+        fields = next(csv.reader([text]), [])
+        return len(fields) == len(FIELDS)
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and record.get("status") in STATUSES
+
+
+# The run record: what a results file was started with, kept beside it so that --resume can
+# refuse other inputs or another mapping.
+
+RUN_SUFFIX = ".run.json"
+FINGERPRINT_BYTES = 1 << 20
+
+
+def run_record_path(results_path: str) -> str:
+    """The run record's path beside a results file."""
+    return results_path + RUN_SUFFIX
+
+
+def fingerprint(path: str) -> dict[str, object]:
+    """An input as the run saw it: its size and a hash of its first and last MiB."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(0)
+            digest.update(handle.read(FINGERPRINT_BYTES))
+            handle.seek(max(0, size - FINGERPRINT_BYTES))
+            digest.update(handle.read(FINGERPRINT_BYTES))
+    except OSError as exc:
+        raise ResultsFileError(f"{path}: cannot read: {exc.strerror}") from None
+    return {"path": path, "size": size, "sha256_ends": digest.hexdigest()}
+
+
+def write_run_record(results_path: str, record: dict[str, object]) -> None:
+    """Write the run record (readable by its owner only)."""
+    path = run_record_path(results_path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        json.dump(record, out, indent=2)
+        out.write("\n")
+
+
+def check_run_record(results_path: str, record: dict[str, object]) -> None:
+    """Refuse to resume a results file that was started with something else."""
+    path = run_record_path(results_path)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            saved = json.load(handle)
+    except FileNotFoundError:
+        raise ResultsFileError(
+            f"{results_path}: cannot resume: its run record {path} is missing,"
+            " so the inputs and mapping it was started with are unknown"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise ResultsFileError(f"{path}: unreadable run record ({exc})") from None
+    for key, value in record.items():
+        if saved.get(key) != value:
+            raise ResultsFileError(
+                f"{results_path}: cannot resume: {_difference(key, saved.get(key), value)}"
+            )
+
+
+def _difference(key: str, saved: object, now: object) -> str:
+    """What differs between the run that wrote a results file and this one, in words."""
+    if key == "inputs" and isinstance(saved, list) and isinstance(now, list):
+        before = [i.get("path") for i in saved if isinstance(i, dict)]
+        after = [i.get("path") for i in now if isinstance(i, dict)]
+        if before != after:
+            return f"it was started with inputs {before}, not {after}"
+        changed = [n["path"] for s, n in zip(saved, now, strict=True) if s != n]
+        return f"input {changed[0]} has changed since the run started"
+    words = {"mapping_sha256": "the mapping file has changed since the run started"}
+    return words.get(key, f"it was started with {key} {saved!r}, not {now!r}")
+
+
+class RowSet:
+    """Row numbers per source, kept as sorted integer Series (8 bytes a row, not a Python set)."""
+
+    def __init__(self) -> None:
+        self.parts: dict[str, list[pl.Series]] = {}
+        self.rows: dict[str, pl.Series] = {}
+
+    def add(self, source: str, rows: pl.Series) -> None:
+        """Add row numbers of a source."""
+        self.parts.setdefault(source, []).append(rows.cast(pl.Int64))
+
+    def finish(self) -> RowSet:
+        """Sort what was added; call once, after the last add."""
+        for source, parts in self.parts.items():
+            self.rows[source] = pl.concat(parts).unique().sort()
+        self.parts = {}
+        return self
+
+    def __len__(self) -> int:
+        return sum(len(rows) for rows in self.rows.values())
+
+    def sources(self) -> list[str]:
+        """The sources that have rows here."""
+        return list(self.rows)
+
+    def mask(self, source: str, rows: pl.Series) -> pl.Series:
+        """Which of a batch's row numbers are in the set (only the batch's range is looked at)."""
+        known = self.rows.get(source)
+        if known is None or rows.is_empty():
+            return pl.Series([False] * len(rows), dtype=pl.Boolean)
+        low, high = cast(int, rows.min()), cast(int, rows.max())
+        start = known.search_sorted(low, side="left")
+        stop = known.search_sorted(high, side="right")
+        return rows.is_in(known.slice(start, stop - start))

@@ -1,20 +1,40 @@
-"""A send run from start to end: check everything, open the inputs and the results file, send,
-and decide the exit code. Used by ``send`` (and by ``retry`` for re-runs)."""
+"""Send runs from start to end: ``send`` (with --resume) and ``retry`` from a results file.
+
+Everything that can be refused is refused before the first request: options, outputs,
+credentials, the inputs and mapping, and on --resume the run record beside the results file.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass
+import hashlib
+import os
+from collections.abc import Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import cast
+
+import polars as pl
 
 from backfill import pipeline
 from backfill.codes import Status
-from backfill.errors import ExitCode, UsageError
+from backfill.errors import ExitCode, ResultsFileError, UsageError
+from backfill.inputs import InputFile
 from backfill.mapping import Mapping
-from backfill.results import ResultsWriter
+from backfill.results import (
+    ResultsWriter,
+    RowSet,
+    check_run_record,
+    discard_broken_tail,
+    fingerprint,
+    read_results,
+    write_run_record,
+)
 from backfill.sandbox import SandboxConfig
-from backfill.sender import SendOptions, Target, items_of, send
+from backfill.sender import Item, Job, SendOptions, Target, items_of, send
 from backfill.summary import Summary
+
+Progress = Callable[[Summary], None] | None
+RETRY_BATCH = 10_000
 
 
 @dataclass
@@ -22,7 +42,7 @@ class SendRun:
     """Everything a send needs, as the command line gave it."""
 
     inputs: Sequence[str]
-    mapping: Mapping
+    mapping: Mapping | None
     fmt: str | None
     results_path: str
     target: Target
@@ -30,39 +50,182 @@ class SendRun:
     sandbox: SandboxConfig | None = None
     resume: bool = False
     overwrite: bool = False
+    notes: list[str] = field(default_factory=list)  # what the run did that the user should know
 
 
-def run_send(
-    run: SendRun, on_progress: Callable[[Summary], None] | None = None
-) -> tuple[Summary, ExitCode]:
-    """Send a whole run; every check that can fail does so before the first request."""
+@dataclass
+class RetryRun(SendRun):
+    """A re-run of the records of a results file with the chosen statuses."""
+
+    from_results: str = ""
+    statuses: tuple[str, ...] = (Status.NOT_FOUND, Status.FAILED)
+
+
+def run_send(run: SendRun, on_progress: Progress = None) -> tuple[Summary, ExitCode]:
+    """Send every row of the inputs that has no final record yet."""
+    assert run.mapping is not None
+    if not run.inputs:
+        raise UsageError("no input given")
+    if "-" in run.inputs and run.resume:
+        raise UsageError("--resume needs input files: stdin cannot be read again")
+    identity = {
+        "command": "send",
+        "inputs": [_fingerprint(p) for p in run.inputs],
+        **_common_identity(run),
+    }
+    summary = Summary(run.results_path)
+    done = _prepare(run, identity, summary)
+    inputs = pipeline.open_inputs(run.inputs, run.mapping, run.fmt)
+    keep = None if done is None else _not_in(done)
+    return _send(run, identity, summary, inputs, keep, on_progress)
+
+
+def run_retry(run: RetryRun, on_progress: Progress = None) -> tuple[Summary, ExitCode]:
+    """Send again the records of a results file with the chosen statuses, to a new file."""
+    source = Path(run.from_results)
+    if not source.is_file():
+        raise ResultsFileError(f"{run.from_results}: no such results file")
+    if Path(run.results_path).exists() and source.samefile(run.results_path):
+        raise UsageError(f"{run.results_path}: retry never writes over the results file it reads")
+    if Status.INVALID in run.statuses and run.mapping is None:
+        raise UsageError(
+            "invalid rows were never sent and have no payload: give -m MAPPING INPUT... to"
+            " rebuild them"
+        )
+    identity = {
+        "command": "retry",
+        "from": _fingerprint(run.from_results),
+        "statuses": sorted(run.statuses),
+        "inputs": [_fingerprint(p) for p in run.inputs],
+        **_common_identity(run),
+    }
+    summary = Summary(run.results_path)
+    done = _prepare(run, identity, summary)
+    if run.mapping is None:
+        items = _stored_jobs(run, done)
+        return _send_items(run, identity, summary, items, on_progress, [])
+    selected = _selected_rows(run, done)
+    inputs = pipeline.open_inputs(run.inputs, run.mapping, run.fmt)
+    missing = [s for s in selected.sources() if s not in run.inputs]
+    if missing:
+        for inp in inputs:
+            inp.close()
+        raise UsageError(
+            f"{run.from_results} has rows of {missing[0]}, which is not among the inputs given;"
+            " give the inputs exactly as the first run did"
+        )
+    return _send(run, identity, summary, inputs, selected.mask, on_progress)
+
+
+def _common_identity(run: SendRun) -> dict[str, object]:
+    """What a resumed run must share with the run that started the file, besides inputs."""
+    text = run.mapping.text if run.mapping is not None else ""
+    return {
+        "mapping_sha256": hashlib.sha256(text.encode()).hexdigest() if text else None,
+        "project_id": run.target.project_id,
+    }
+
+
+def _fingerprint(path: str) -> dict[str, object]:
+    """An input's fingerprint; stdin has none."""
+    return {"path": "-"} if path == "-" else fingerprint(path)
+
+
+def _prepare(run: SendRun, identity: dict[str, object], summary: Summary) -> RowSet | None:
+    """Check the options and outputs; on --resume, the rows already done (None otherwise)."""
     if run.resume and run.overwrite:
         raise UsageError("--resume and --overwrite cannot go together")
-    if run.resume:
-        raise UsageError("--resume is not available yet; use --overwrite to start again")
-    pipeline.check_outputs([run.results_path], run.inputs)
-    inputs = pipeline.open_inputs(run.inputs, run.mapping, run.fmt)
-    summary = Summary(run.results_path)
+    pipeline.check_outputs([run.results_path], list(run.inputs))
+    if not run.resume or not Path(run.results_path).exists():
+        return None
+    check_run_record(run.results_path, identity)
+    if discard_broken_tail(run.results_path):
+        run.notes.append(
+            f"{run.results_path}: discarded an unfinished last line; its row is sent again"
+        )
+    done = RowSet()
+    for records in read_results(run.results_path):
+        summary.add_records(records, count_requests=False)
+        for (source,), rows in records.group_by("source"):
+            done.add(str(source), rows["row"])
+    return done.finish()
+
+
+def _not_in(done: RowSet) -> Callable[[str, pl.Series], pl.Series]:
+    """A row filter that leaves out the rows already done."""
+    return lambda source, rows: ~done.mask(source, rows)
+
+
+def _selected_rows(run: RetryRun, done: RowSet | None) -> RowSet:
+    """The (source, row) pairs a retry sends again, less those already done on --resume."""
+    selected = RowSet()
+    for records in read_results(run.from_results):
+        chosen = records.filter(pl.col("status").is_in(run.statuses))
+        for (source,), frame in chosen.group_by("source"):
+            name = str(source)
+            rows = frame["row"]
+            if done is not None:
+                rows = rows.filter(~done.mask(name, rows))
+            selected.add(name, rows)
+    return selected.finish()
+
+
+def _stored_jobs(run: RetryRun, done: RowSet | None) -> Iterator[list[Item]]:
+    """Jobs from the payloads stored in a results file, batch by batch."""
+    for records in read_results(run.from_results):
+        chosen = records.filter(pl.col("status").is_in(run.statuses))
+        if done is not None:
+            kept = [
+                frame.filter(~done.mask(str(source), frame["row"]))
+                for (source,), frame in chosen.group_by("source", maintain_order=True)
+            ]
+            chosen = pl.concat(kept) if kept else chosen.clear()
+        names = chosen.select(
+            "source",
+            "row",
+            "payload",
+            pl.col("payload").str.json_path_match("$.embeddable_id").fill_null("").alias("id"),
+            pl.col("payload").str.json_path_match("$.identifiers[0].key").fill_null("").alias("key"),
+        )
+        yield [Job(*values) for values in names.iter_rows()]
+
+
+def _send(
+    run: SendRun,
+    identity: dict[str, object],
+    summary: Summary,
+    inputs: list[InputFile],
+    keep: Callable[[str, pl.Series], pl.Series] | None,
+    on_progress: Progress,
+) -> tuple[Summary, ExitCode]:
+    """Send the rows of opened inputs that ``keep`` picks."""
+    assert run.mapping is not None
+    # A generator: closing it stops its read-ahead thread when the run stops early.
+    batches = cast(
+        Generator[pipeline.CheckedBatch, None, None],
+        pipeline.checked_batches(inputs, run.mapping, bodies=True, keep=keep),
+    )
     try:
-        with ResultsWriter(run.results_path, overwrite=run.overwrite) as writer:
-            # A generator: closing it stops its read-ahead thread when the run stops early.
-            batches = cast(
-                Generator[pipeline.CheckedBatch, None, None],
-                pipeline.checked_batches(inputs, run.mapping, bodies=True),
-            )
-            try:
-                send(
-                    map(items_of, batches),
-                    run.target,
-                    run.options,
-                    writer,
-                    summary,
-                    on_progress,
-                    None,
-                    run.sandbox,
-                )
-            finally:
-                batches.close()
+        return _send_items(run, identity, summary, map(items_of, batches), on_progress, inputs)
+    finally:
+        batches.close()
+
+
+def _send_items(
+    run: SendRun,
+    identity: dict[str, object],
+    summary: Summary,
+    items: Iterator[Sequence[Item]],
+    on_progress: Progress,
+    inputs: list[InputFile],
+) -> tuple[Summary, ExitCode]:
+    """Open the results file (appending on --resume) and send."""
+    try:
+        resuming = run.resume and os.path.exists(run.results_path)
+        with ResultsWriter(run.results_path, overwrite=run.overwrite, append=resuming) as writer:
+            if not resuming:
+                write_run_record(run.results_path, identity)
+            send(items, run.target, run.options, writer, summary, on_progress, None, run.sandbox)
     finally:
         for inp in inputs:
             inp.close()
@@ -78,3 +241,11 @@ def exit_code(summary: Summary) -> ExitCode:
     if summary.rows == summary.by_status[Status.SENT]:
         return ExitCode.OK
     return ExitCode.PROBLEMS
+
+
+def summarise(results_path: str) -> Summary:
+    """The summary of a results file, read in batches."""
+    summary = Summary(results_path)
+    for records in read_results(results_path):
+        summary.add_records(records)
+    return summary

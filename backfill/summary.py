@@ -7,8 +7,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import polars as pl
+
 from backfill.codes import Status
 
+AMBIGUOUS_NOTE = r"retried (\d+)x after no answer"
 MAX_DISTINCT = 10_000  # ids and keys tracked for the diagnosis; more are not a diagnosis
 RETRY_STATUSES = (Status.NOT_FOUND, Status.FAILED)
 
@@ -46,6 +49,37 @@ class Summary:
             if status == Status.NOT_FOUND:
                 _bump(self.not_found_by_id, embeddable_id)
                 _bump(self.not_found_by_key, key)
+
+    def add_records(self, records: pl.DataFrame, count_requests: bool = True) -> None:
+        """Count a batch of records read back from a results file."""
+        for status, count in records["status"].value_counts().iter_rows():
+            self.by_status[status] += count
+        for error, count in records["error"].drop_nulls().value_counts().iter_rows():
+            self.by_error[error] += count
+        if count_requests:
+            attempts = records["attempts"].fill_null(0)
+            self.requests += int(attempts.sum())
+            self.retries += int((attempts - 1).clip(lower_bound=0).sum())
+            ambiguous = records["message"].str.extract(AMBIGUOUS_NOTE, 1).cast(pl.Int64)
+            self.ambiguous_retries += int(ambiguous.fill_null(0).sum())
+        answered = records.filter(pl.col("status").is_in([Status.SENT, Status.NOT_FOUND]))
+        names = answered.select(
+            pl.col("payload").str.json_path_match("$.embeddable_id").fill_null("").alias("id"),
+            pl.col("payload")
+            .str.json_path_match("$.identifiers[0].key")
+            .fill_null("")
+            .alias("key"),
+            (pl.col("status") == Status.NOT_FOUND).alias("missing"),
+        )
+        for column, seen, missing in (
+            ("id", self.answered_by_id, self.not_found_by_id),
+            ("key", self.answered_by_key, self.not_found_by_key),
+        ):
+            counts = names.group_by(column).agg(pl.len(), pl.col("missing").sum())
+            for name, answered_count, missing_count in counts.iter_rows():
+                _bump(seen, name, answered_count)
+                if missing_count:
+                    _bump(missing, name, missing_count)
 
     def diagnosis(self) -> list[str]:
         """Likely causes of 404s, in the terms of API.md: a wrong embeddable id or key."""
@@ -99,10 +133,10 @@ class Summary:
         }
 
 
-def _bump(counter: Counter[str], name: str) -> None:
+def _bump(counter: Counter[str], name: str, count: int = 1) -> None:
     """Count a name, unless too many distinct names are tracked already."""
     if name in counter or len(counter) < MAX_DISTINCT:
-        counter[name] += 1
+        counter[name] += count
 
 
 def render_text(data: dict[str, Any]) -> str:
