@@ -118,6 +118,23 @@ def validate(
     sys.exit(ExitCode.OK if report["invalid"] == 0 else ExitCode.PROBLEMS)
 
 
+class ConcurrencyType(click.ParamType[int | str]):
+    """A number of requests in flight, or 'auto'."""
+
+    name = "N|auto"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value == "auto" or isinstance(value, int):
+            return value
+        try:
+            number = int(value)
+        except ValueError:
+            self.fail(f"'{value}' is not a whole number or 'auto'", param, ctx)
+        if not 1 <= number <= 1024:
+            self.fail(f"{number} is not between 1 and 1024", param, ctx)
+        return number
+
+
 def send_options(func: F) -> F:
     """The options of every command that sends: target, pool, retries, run control."""
     options = [
@@ -151,10 +168,17 @@ def send_options(func: F) -> F:
         ),
         click.option(
             "--concurrency",
-            type=click.IntRange(1, 1024),
-            default=8,
+            type=ConcurrencyType(),
+            default="8",
             show_default=True,
-            help="Requests in flight at most.",
+            help="Requests in flight at most, or 'auto' to find what the server takes.",
+        ),
+        click.option(
+            "--max-concurrency",
+            type=click.IntRange(1, 1024),
+            default=64,
+            show_default=True,
+            help="The most requests in flight --concurrency auto may reach.",
         ),
         click.option(
             "--rate",
@@ -389,8 +413,10 @@ def _target(options: dict[str, Any]) -> Target:
 
 def _send_options(options: dict[str, Any]) -> SendOptions:
     """The sender's settings from the command line."""
+    adaptive = options["concurrency"] == "auto"
     return SendOptions(
-        concurrency=options["concurrency"],
+        concurrency=options["max_concurrency"] if adaptive else options["concurrency"],
+        adaptive=adaptive,
         rate=options["rate"],
         max_retries=options["max_retries"],
         timeout=options["timeout"],
@@ -422,11 +448,13 @@ def _progress_bar(disabled: bool) -> Iterator[Callable[[Summary], None] | None]:
         def update(summary: Summary) -> None:
             bar.update(summary.rows - bar.n)
             by = summary.by_status
+            extra = {"limit": f"{summary.settled[0]:.1f}"} if summary.settled else {}
             bar.set_postfix(
                 sent=by[Status.SENT],
                 not_found=by[Status.NOT_FOUND],
                 failed=by[Status.FAILED],
                 refresh=False,
+                **extra,
             )
 
         yield update

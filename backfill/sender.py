@@ -32,6 +32,7 @@ from backfill.pipeline import CheckedBatch
 from backfill.results import Record, ResultsWriter
 from backfill.sandbox import RunningSandbox, SandboxConfig
 from backfill.summary import Summary
+from backfill.throttle import AdaptiveConcurrency, RateLimiter
 
 RETRYABLE = frozenset({408, 429}) | frozenset(range(500, 600))
 MAX_RESPONSE_BYTES = 64 * 1024  # a response is read this far at most: a sink cannot flood us
@@ -67,6 +68,7 @@ class SendOptions:
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
     limit: int | None = None  # input rows to take, for a trial run
+    adaptive: bool = False  # --concurrency auto: find the in-flight limit the server takes
 
 
 def is_loopback(host: str) -> bool:
@@ -126,24 +128,6 @@ def items_of(batch: CheckedBatch) -> list[Item]:
     return items
 
 
-class RateLimiter:
-    """Spaces request starts at least 1/rate seconds apart across all workers."""
-
-    def __init__(self, rate: float | None) -> None:
-        self.interval = 1.0 / rate if rate else 0.0
-        self.next_start = time.monotonic()
-
-    async def wait(self) -> None:
-        """Take the next start slot, sleeping until it comes."""
-        if not self.interval:
-            return
-        now = time.monotonic()
-        start = max(now, self.next_start)
-        self.next_start = start + self.interval
-        if start > now:
-            await asyncio.sleep(start - now)
-
-
 @dataclass
 class Attempt:
     """What one HTTP attempt came to."""
@@ -173,6 +157,7 @@ class Sender:
         self.summary = summary
         self.on_progress = on_progress
         self.limiter = RateLimiter(options.rate)
+        self.gate = AdaptiveConcurrency(options.concurrency) if options.adaptive else None
         self.stopping = asyncio.Event()
         self.aborted: str | None = None
         self.interrupted = False
@@ -266,6 +251,19 @@ class Sender:
             await asyncio.sleep(self._backoff(attempts, attempt.retry_after))
 
     async def _attempt(self, session: aiohttp.ClientSession, payload: str) -> Attempt:
+        """One POST, under the adaptive limit when there is one."""
+        if self.gate is None:
+            return await self._post(session, payload)
+        started = await self.gate.acquire()
+        attempt = Attempt(None)
+        try:
+            attempt = await self._post(session, payload)
+        finally:
+            congested = attempt.http_status in (429, 503) or attempt.error == TIMEOUT
+            await self.gate.release(started, congested)
+        return attempt
+
+    async def _post(self, session: aiohttp.ClientSession, payload: str) -> Attempt:
         """One POST; every way it can go wrong becomes an Attempt, never an exception."""
         try:
             async with session.post(
@@ -307,9 +305,12 @@ class Sender:
     def _progress(self, force: bool = False) -> None:
         """Tell the caller how far we are, a few times a second."""
         now = time.monotonic()
-        if self.on_progress is not None and (force or now - self.last_progress >= PROGRESS_EVERY):
+        if force or now - self.last_progress >= PROGRESS_EVERY:
             self.last_progress = now
-            self.on_progress(self.summary)
+            if self.gate is not None:
+                self.summary.settled = (self.gate.limit, self.gate.rate())
+            if self.on_progress is not None:
+                self.on_progress(self.summary)
 
 
 def _is_local(url: str) -> bool:

@@ -28,6 +28,7 @@ class Summary:
     ambiguous_retries: int = 0
     elapsed: float = 0.0
     stopped: str | None = None  # why the run stopped early, if it did
+    settled: tuple[float, float] | None = None  # --concurrency auto: (limit, requests/s)
     answered_by_id: Counter[str] = field(default_factory=Counter)
     not_found_by_id: Counter[str] = field(default_factory=Counter)
     answered_by_key: Counter[str] = field(default_factory=Counter)
@@ -128,6 +129,8 @@ class Summary:
             "elapsed_seconds": round(self.elapsed, 3),
             "requests_per_second": round(self.requests / self.elapsed, 1) if self.elapsed else None,
             "stopped": self.stopped,
+            "settled_concurrency": round(self.settled[0], 1) if self.settled else None,
+            "settled_rate": round(self.settled[1], 1) if self.settled else None,
             "diagnosis": self.diagnosis(),
             "retry_command": self.retry_command(),
         }
@@ -155,6 +158,11 @@ def render_text(data: dict[str, Any]) -> str:
         + (f" ({rate:,.0f}/s)" if rate else "")
         + f"; retries: {data['retries']:,}; ambiguous retries: {data['ambiguous_retries']:,}"
     )
+    if data.get("settled_concurrency"):
+        lines.append(
+            f"Concurrency auto settled on {data['settled_concurrency']:.1f} requests in flight"
+            f" ({data['settled_rate']:,.0f} requests/s over the last seconds)"
+        )
     if data["ambiguous_retries"]:
         lines.append(
             "  (an ambiguous retry follows a timeout or dropped connection after the request was"
