@@ -15,6 +15,7 @@ from collections import deque
 DECREASE = 0.75
 SLOW_LATENCY_FACTOR = 2.0  # latency this many times the best seen counts as congestion
 SLOW_LATENCY_FLOOR = 0.05  # ...and at least this many seconds above it (loopback noise)
+SMOOTHING = 0.1  # weight of the newest answer in the latency average
 RATE_WINDOW = 5.0  # seconds of answers the reported rate is measured over
 
 
@@ -44,6 +45,7 @@ class AdaptiveConcurrency:
         self.limit = float(min(start, ceiling))
         self.in_flight = 0
         self.best_latency: float | None = None
+        self.smooth_latency: float | None = None
         self.last_decrease = 0.0
         self.answers: deque[float] = deque()
         self.changed = asyncio.Condition()
@@ -73,12 +75,19 @@ class AdaptiveConcurrency:
             self.changed.notify_all()
 
     def _slow(self, latency: float) -> bool:
-        """Whether latency rose well above the best seen (a queue building at the server)."""
-        if self.best_latency is None or latency < self.best_latency:
-            self.best_latency = latency
+        """Whether latency rose well above the best seen (a queue building at the server).
+
+        A moving average, not single answers: one slow answer is noise, a rising average is
+        a queue.
+        """
+        if self.smooth_latency is None or self.best_latency is None:
+            self.smooth_latency = self.best_latency = latency
             return False
-        limit = max(self.best_latency * SLOW_LATENCY_FACTOR, self.best_latency + SLOW_LATENCY_FLOOR)
-        return latency > limit
+        self.best_latency = min(self.best_latency, latency)
+        self.smooth_latency += SMOOTHING * (latency - self.smooth_latency)
+        best = self.best_latency
+        limit = max(best * SLOW_LATENCY_FACTOR, best + SLOW_LATENCY_FLOOR)
+        return self.smooth_latency > limit
 
     def _note_answer(self, now: float) -> None:
         """Remember when answers came, for the rate shown to the user."""
