@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import ssl
 import sys
+import traceback
 from collections.abc import Callable, Iterator
 from functools import wraps
 from pathlib import Path
@@ -22,6 +25,7 @@ from backfill.codes import Status
 from backfill.errors import BackfillError, CredentialsError, ExitCode, UsageError
 from backfill.mapping import Mapping, load_mapping
 from backfill.payloads import PAYLOAD, REASON
+from backfill.redact import RedactingFilter, redact, register
 from backfill.report import render_text, write_json
 from backfill.results import default_results_path
 from backfill.sandbox import DEFAULT_API_KEY, DEFAULT_HOST, DEFAULT_PORT, SandboxConfig, serve
@@ -36,27 +40,48 @@ DEFAULT_BASE_URL = "https://api.embeddables.com"
 
 def main() -> None:
     """Entry point of the ``backfill`` command."""
+    register(os.environ.get("EMBEDDABLES_API_KEY"))
     cli(prog_name="backfill")
 
 
 def reports_errors(func: F) -> F:
-    """Turn a BackfillError into 'error: ...' on stderr and its exit code."""
+    """Turn a BackfillError into 'error: ...' on stderr and its exit code.
+
+    Anything else is a bug: one line (or with --debug the traceback), the key masked.
+    """
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
         except BackfillError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {redact(str(exc))}", err=True)
             sys.exit(exc.exit_code)
+        except Exception as exc:
+            if click.get_current_context().find_root().params.get("debug"):
+                click.echo(redact(traceback.format_exc()), err=True, nl=False)
+            line = redact(f"{type(exc).__name__}: {exc}")
+            click.echo(f"error: unexpected {line} (a bug: --debug shows where)", err=True)
+            sys.exit(ExitCode.NOTHING_SENT)
 
     return wrapper  # type: ignore[return-value]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="backfill")
-def cli() -> None:
-    """Move historical events from CSV/JSONL exports into the Embeddables events API."""
+@click.option("--debug", is_flag=True, help="Log everything (the key masked), tracebacks on bugs.")
+def cli(debug: bool) -> None:
+    """Move historical events from CSV/JSONL exports into the Embeddables events API.
+
+    \b
+    Example:
+      backfill validate events.csv -m mapping.toml
+    """
+    if debug:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.addFilter(RedactingFilter())
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        logging.basicConfig(level=logging.DEBUG, handlers=[handler], force=True)
 
 
 def input_options(func: F) -> F:
@@ -215,6 +240,11 @@ def send_options(func: F) -> F:
         click.option(
             "--limit", type=click.IntRange(1), help="Take only the first N rows (a trial run)."
         ),
+        click.option(
+            "--ca-bundle",
+            type=click.Path(dir_okay=False),
+            help="Extra CA certificates (PEM) to trust, e.g. a corporate proxy's; TLS is always on.",
+        ),
         click.option("--no-progress", is_flag=True, help="No progress bar."),
         click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON."),
     ]
@@ -360,7 +390,19 @@ def _run_settings(options: dict[str, Any]) -> dict[str, Any]:
         "sandbox": _sandbox_config(options),
         "resume": options["resume"],
         "overwrite": options["overwrite"],
+        "ssl_context": _ssl_context(options["ca_bundle"]),
     }
+
+
+def _ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
+    """A verifying TLS context, trusting --ca-bundle too when given."""
+    context = ssl.create_default_context()
+    if ca_bundle:
+        try:
+            context.load_verify_locations(cafile=ca_bundle)
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(f"{ca_bundle}: cannot load CA certificates ({exc})") from None
+    return context
 
 
 def _finish(

@@ -24,6 +24,7 @@ import polars as pl
 from backfill.codes import Status
 from backfill.errors import InputError, ResultsFileError
 from backfill.inputs import MALFORMED, ROW, batches, open_input
+from backfill.redact import redact
 from backfill.tables import is_csv
 
 FIELDS = (
@@ -90,11 +91,13 @@ class ResultsWriter:
     def write(self, record: Record) -> None:
         """Hand one record to the operating system now; sync if a second has passed."""
         data = asdict(record)
+        if record.message and ("\n" in record.message or "\r" in record.message):
+            data["message"] = " ".join(record.message.split())  # one record, one line
         if self.csv:
             line = _csv_line(["" if data[f] is None else str(data[f]) for f in FIELDS])
         else:
             line = json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n"
-        self._write(line)
+        self._write(redact(line))
         now = time.monotonic()
         if now - self.last_sync >= SYNC_EVERY_SECONDS:
             self.sync()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import ssl
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,7 @@ class SendRun:
     resume: bool = False
     overwrite: bool = False
     notes: list[str] = field(default_factory=list)  # what the run did that the user should know
+    ssl_context: ssl.SSLContext | None = None
 
 
 @dataclass
@@ -185,7 +187,10 @@ def _stored_jobs(run: RetryRun, done: RowSet | None) -> Iterator[list[Item]]:
             "row",
             "payload",
             pl.col("payload").str.json_path_match("$.embeddable_id").fill_null("").alias("id"),
-            pl.col("payload").str.json_path_match("$.identifiers[0].key").fill_null("").alias("key"),
+            pl.col("payload")
+            .str.json_path_match("$.identifiers[0].key")
+            .fill_null("")
+            .alias("key"),
         )
         yield [Job(*values) for values in names.iter_rows()]
 
@@ -225,7 +230,16 @@ def _send_items(
         with ResultsWriter(run.results_path, overwrite=run.overwrite, append=resuming) as writer:
             if not resuming:
                 write_run_record(run.results_path, identity)
-            send(items, run.target, run.options, writer, summary, on_progress, None, run.sandbox)
+            send(
+                items,
+                run.target,
+                run.options,
+                writer,
+                summary,
+                on_progress,
+                run.ssl_context,
+                run.sandbox,
+            )
     finally:
         for inp in inputs:
             inp.close()

@@ -29,6 +29,7 @@ from backfill.errors import CredentialsError
 from backfill.inputs import ROW
 from backfill.payloads import EMBEDDABLE_ID, IDENTIFIER_KEY, MESSAGE, PAYLOAD, REASON
 from backfill.pipeline import CheckedBatch
+from backfill.redact import redact, register
 from backfill.results import Record, ResultsWriter
 from backfill.sandbox import RunningSandbox, SandboxConfig
 from backfill.summary import Summary
@@ -99,6 +100,7 @@ def check_target(base_url: str, project_id: str | None, api_key: str | None) -> 
             f"{base_url}: plain http would send the key unencrypted; use https"
             " (http is allowed only to this machine)"
         )
+    register(api_key)
     return Target(base_url, project_id, api_key)
 
 
@@ -274,10 +276,10 @@ class Sender:
         except TimeoutError:
             return Attempt(None, error=TIMEOUT, detail="no answer in time", ambiguous=True)
         except aiohttp.ClientConnectorError as exc:
-            return Attempt(None, error=CONNECTION_ERROR, detail=_redact(str(exc), self.target))
+            return Attempt(None, error=CONNECTION_ERROR, detail=redact(str(exc)))
         except aiohttp.ClientError as exc:
             # The connection broke after the request went out: the server may have it.
-            detail = _redact(f"{type(exc).__name__}: {exc}", self.target)
+            detail = redact(f"{type(exc).__name__}: {exc}")
             return Attempt(None, error=CONNECTION_ERROR, detail=detail, ambiguous=True)
 
     def _backoff(self, attempts: int, retry_after: float | None) -> float:
@@ -388,13 +390,8 @@ def _api_error(body: bytes) -> str | None:
 def _snippet(body: bytes) -> str:
     """The start of a response body, as one line."""
     text = body.decode("utf-8", errors="replace")
-    text = " ".join(text.split())
+    text = redact(" ".join(text.split()))  # a server may echo what it was sent
     return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 3] + "..."
-
-
-def _redact(text: str, target: Target) -> str:
-    """A message with the key taken out, wherever a library might have put it."""
-    return text.replace(target.api_key, "[key]") if target.api_key else text
 
 
 def send(
