@@ -243,7 +243,7 @@ def send_options(func: F) -> F:
         click.option(
             "--ca-bundle",
             type=click.Path(dir_okay=False),
-            help="Extra CA certificates (PEM) to trust, e.g. a corporate proxy's; TLS is always on.",
+            help="Extra CA certificates (PEM) to trust, e.g. a corporate proxy's.",
         ),
         click.option("--no-progress", is_flag=True, help="No progress bar."),
         click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON."),
