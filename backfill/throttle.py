@@ -1,9 +1,12 @@
 """How fast to send: a fixed rate cap, and an adaptive concurrency limit for unknown limits.
 
 The adaptive limit is additive-increase, multiplicative-decrease on the number of requests
-in flight: while answers are clean it grows by about one per round trip (slowly, so it
-settles just under the limit), and on a 429 or on latency well above the best seen it
-shrinks by a quarter, at most once per round trip, so one burst of 429s counts once.
+in flight. Until the first sign of congestion it grows by a quarter a second (finding the
+neighbourhood fast); after that by 2% (at least one request) a second, so it settles just
+under the limit: a rate limiter's burst allowance hides an overshoot for a while, and a
+slow climb keeps that overshoot small. On a 429, a 503, a timeout, or latency well above
+the best seen it shrinks by a quarter, at most once per round trip, so one burst of 429s
+counts once. Growth is by the clock, not per answer, so it does not speed up with the rate.
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ import time
 from collections import deque
 
 DECREASE = 0.75
-SLOW_LATENCY_FACTOR = 2.0  # latency this many times the best seen counts as congestion
-SLOW_LATENCY_FLOOR = 0.05  # ...and at least this many seconds above it (loopback noise)
+PROBE_GROWTH = 0.25  # per second, before the first congestion signal
+STEADY_GROWTH = 0.02  # per second (at least one request), after it
+SLOW_LATENCY_FACTOR = 3.0  # average latency this many times the best seen is congestion
+SLOW_LATENCY_FLOOR = 0.1  # ...and at least this many seconds above it (loopback noise)
 SMOOTHING = 0.1  # weight of the newest answer in the latency average
 RATE_WINDOW = 5.0  # seconds of answers the reported rate is measured over
 
@@ -47,6 +52,8 @@ class AdaptiveConcurrency:
         self.best_latency: float | None = None
         self.smooth_latency: float | None = None
         self.last_decrease = 0.0
+        self.last_growth = time.monotonic()
+        self.probing = True
         self.answers: deque[float] = deque()
         self.changed = asyncio.Condition()
 
@@ -68,8 +75,14 @@ class AdaptiveConcurrency:
             if now - self.last_decrease > max(latency, 0.01):
                 self.limit = max(1.0, self.limit * DECREASE)
                 self.last_decrease = now
+                self.probing = False
+            self.last_growth = now
         else:
-            self.limit = min(float(self.ceiling), self.limit + 1.0 / self.limit)
+            step = (
+                self.limit * PROBE_GROWTH if self.probing else max(1.0, self.limit * STEADY_GROWTH)
+            )
+            self.limit = min(float(self.ceiling), self.limit + step * (now - self.last_growth))
+            self.last_growth = now
         async with self.changed:
             self.in_flight -= 1
             self.changed.notify_all()
