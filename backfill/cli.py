@@ -579,3 +579,52 @@ def sandbox(
     serve(
         config, host, port, on_ready=lambda url: click.echo(f"sandbox listening on {url}", err=True)
     )
+
+
+@cli.command()
+@click.argument("input_path", metavar="INPUT")
+@click.option(
+    "-o",
+    "--output",
+    default="mapping.toml",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="The mapping file to write.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "tsv", "jsonl"]),
+    help="Input format, needed for stdin (-); overrides the file extension.",
+)
+@click.option(
+    "--sample",
+    "sample_rows",
+    type=click.IntRange(1),
+    default=10_000,
+    show_default=True,
+    help="Rows read to guess from.",
+)
+@click.option("--force", is_flag=True, help="Write over an existing mapping file.")
+@reports_errors
+def init(input_path: str, output: str, fmt: str | None, sample_rows: int, force: bool) -> None:
+    """Guess a mapping file from the first rows of an export, each guess commented.
+
+    Prints each guess and why it was made. Columns for the embeddable id or the event
+    name that cannot be found get a placeholder to fill in (and a warning); without a
+    timestamp or a user identifier column nothing is written (exit 2).
+
+    \b
+    Example:
+      backfill init events.csv -o mapping.toml
+      backfill validate events.csv -m mapping.toml
+    """
+    from backfill import guess  # here, not at the top: the other commands never need it
+
+    guessed = guess.init(input_path, output, fmt, force, sample_rows)
+    click.echo(guessed.heading())
+    for line in guessed.guesses:
+        click.echo(f"  {line.line()}")
+    for warning in guessed.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(f"Wrote {output}. Check it, then run: backfill validate {input_path} -m {output}")

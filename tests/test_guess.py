@@ -1,0 +1,291 @@
+"""The guesses of ``backfill init``: which column each field takes, and why."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from backfill.errors import InputError, MappingError, UsageError
+from backfill.guess import (
+    EMBEDDABLE_PLACEHOLDER,
+    EVENT_NAME_PLACEHOLDER,
+    Guessed,
+    _percent,
+    _swap_day_month,
+    _toml,
+    init,
+    normal_name,
+    profile,
+    read_sample,
+    time_fit,
+    usable,
+    write_mapping,
+)
+from backfill.mapping import Mapping, Source, load_mapping
+
+Write = Callable[[str, str | bytes], str]
+
+
+def guess(write: Write, text: str, name: str = "x.csv") -> tuple[Mapping, Guessed]:
+    """Run the core of ``init`` on an export and load the mapping it wrote."""
+    write(name, text)
+    guessed = init(name, "mapping.toml")
+    return load_mapping("mapping.toml"), guessed
+
+
+def why(guessed: Guessed, field: str) -> str:
+    """The printed line of one field's guess."""
+    return next(g.line() for g in guessed.guesses if g.field == field)
+
+
+def rows(header: str, *columns: list[str]) -> str:
+    """A CSV export from a header and one list of values per column."""
+    lines = [",".join(values) for values in zip(*columns, strict=True)]
+    return header + "\n" + "\n".join(lines) + "\n"
+
+
+EMAILS = [f"user{i % 4}@example.com" for i in range(8)]
+ISO = [f"2024-03-0{1 + i % 7}T10:00:00Z" for i in range(8)]
+EVENTS = ["signed_up", "logged_in"] * 4
+
+
+@pytest.mark.parametrize(
+    ("column", "normal"),
+    [
+        ("occurred_at", "occurred_at"),
+        ("eventTime", "event_time"),
+        ("Event Time", "event_time"),
+        ("E-mail", "e_mail"),
+        (" USER_ID ", "user_id"),
+        ("HTTPStatus", "httpstatus"),
+    ],
+)
+def test_normal_name(column: str, normal: str) -> None:
+    assert normal_name(column) == normal
+
+
+@pytest.mark.parametrize(
+    ("share", "shown"),
+    [(1.0, "100%"), (0.999, "99%"), (0.5, "50%"), (0.004, "<1%"), (0.0, "0%")],
+)
+def test_percent_never_rounds_up_to_all(share: float, shown: str) -> None:
+    assert _percent(share) == shown
+
+
+@pytest.mark.parametrize(
+    ("values", "share", "fmt", "also", "naive"),
+    [
+        pytest.param(ISO, 1.0, None, None, 0, id="iso-utc"),
+        pytest.param(["1709294400", "1709294401.5"], 1.0, None, None, 0, id="epoch-seconds"),
+        pytest.param(["1709294400000", "1709294400123"], 1.0, None, None, 0, id="epoch-millis"),
+        pytest.param(["2024-03-01 10:00:00", "2024-03-01"], 1.0, None, None, 2, id="naive"),
+        pytest.param(
+            ["25/03/2024 10:30", "01/04/2024 11:00"], 1.0, "%d/%m/%Y %H:%M", None, 2, id="day-first"
+        ),
+        pytest.param(
+            ["03/25/2024 10:30:00", "04/01/2024 11:00:00"],
+            1.0,
+            "%m/%d/%Y %H:%M:%S",
+            None,
+            2,
+            id="month-first",
+        ),
+        pytest.param(
+            ["01/03/2024", "02/03/2024"], 1.0, "%d/%m/%Y", "%m/%d/%Y", 2, id="day-month-ambiguous"
+        ),
+        pytest.param(["yesterday", "2024-03-01T10:00:00Z"], 0.5, None, None, 0, id="half"),
+        pytest.param(["2999-01-01T00:00:00Z"], 0.0, None, None, 0, id="future-does-not-count"),
+        pytest.param(["12345", "99"], 0.0, None, None, 0, id="small-numbers"),
+    ],
+)
+def test_time_fit_uses_the_validate_rules(
+    write: Write,
+    values: list[str],
+    share: float,
+    fmt: str | None,
+    also: str | None,
+    naive: int,
+) -> None:
+    write("x.csv", "t\n" + "\n".join(values) + "\n")
+    sample, columns = read_sample("x.csv", None, 100)
+    fit = time_fit(sample, profile(sample, columns)[0])
+    assert (fit.share, fit.format, fit.also, fit.naive) == (share, fmt, also, naive)
+
+
+def test_swap_day_month() -> None:
+    assert _swap_day_month("%d.%m.%Y %H:%M") == "%m.%d.%Y %H:%M"
+
+
+def test_read_sample_is_bounded_and_skips_malformed_rows(write: Write) -> None:
+    write("x.csv", "a,b\n" + "1,2\n3\n" + "5,6\n" * 50)
+    sample, columns = read_sample("x.csv", None, 10)
+    assert columns == ["a", "b"]
+    assert sample.height == 9  # 10 rows read, the short one left out
+    assert sample["__row"].to_list()[:3] == [1, 3, 4]
+
+
+def test_usable_columns() -> None:
+    assert usable(["a", "", " ", "__row", "__malformed", "__line", "__rows"]) == ["a", "__rows"]
+
+
+def test_a_named_timestamp_beats_numbers_that_read_as_epochs(write: Write) -> None:
+    order_no = [str(1700000000 + i) for i in range(8)]
+    mapping, guessed = guess(write, rows("order_no,created_at,email", order_no, ISO, EMAILS))
+    assert mapping.timestamp == Source("fields.timestamp", column="created_at")
+    assert "order_no" not in mapping.metrics  # epoch-like numbers are not metrics
+    assert why(guessed, "not sent") == (
+        "not sent: order_no (add any to props.columns to copy it as it is)"
+    )
+
+
+def test_an_unnamed_timestamp_is_taken_by_its_values(write: Write) -> None:
+    _, guessed = guess(write, rows("happened,email", ISO, EMAILS))
+    assert why(guessed, "timestamp") == (
+        "timestamp: happened (values; 100% of 8 sampled values parse)"
+    )
+
+
+def test_an_unnamed_column_must_read_almost_always(write: Write) -> None:
+    values = [*ISO[:6], "soon", "later"]
+    write("x.csv", rows("happened,email", values, EMAILS))
+    with pytest.raises(InputError, match=r"no column reads as timestamps in 8 sampled rows;"):
+        init("x.csv")
+
+
+def test_of_two_timestamp_names_the_likelier_wins(write: Write) -> None:
+    mapping, _ = guess(write, rows("created_at,occurred_at,email", ISO, ISO, EMAILS))
+    assert mapping.timestamp.column == "occurred_at"
+
+
+def test_emails_are_found_by_their_values_even_when_stringified(write: Write) -> None:
+    contact = ['"""ada@example.com"""', "grace@example.com"] * 4
+    mapping, guessed = guess(write, rows("ts,contact", ISO, contact))
+    assert mapping.identifier_value == Source("identifier.value", column="contact")
+    assert mapping.identifier_key == Source("identifier.key", value="email")
+    assert mapping.normalize == "lowercase"
+    assert why(guessed, "identifier") == (
+        'identifier: contact (values; 100% of 8 sampled values are email addresses; key "email")'
+    )
+
+
+def test_without_emails_a_user_id_column_is_the_identifier(write: Write) -> None:
+    agent = ["Mozilla/5.0"] * 8
+    ids = [str(100 + i) for i in range(8)]
+    mapping, _ = guess(write, rows("ts,user_agent,customer_id", ISO, agent, ids))
+    assert mapping.identifier_key == Source("identifier.key", value="customer_id")
+    assert mapping.identifier_value == Source("identifier.value", column="customer_id")
+    assert mapping.identifier_type == "string"
+    assert "customer_id" not in mapping.metrics
+
+
+def test_event_names_already_snake_case_are_not_converted(write: Write) -> None:
+    mapping, guessed = guess(write, rows("ts,email,event_name", ISO, EMAILS, EVENTS))
+    assert mapping.event_name == Source("fields.custom_event_name", column="event_name")
+    assert mapping.snake_case == "reject"
+    assert why(guessed, "custom_event_name") == (
+        "custom_event_name: event_name (name; 100% of 8 sampled values are snake_case)"
+    )
+
+
+def test_event_names_are_found_by_their_values(write: Write) -> None:
+    what = ["Signed Up", "Logged In"] * 4
+    mapping, guessed = guess(write, rows("ts,email,what", ISO, EMAILS, what))
+    assert mapping.event_name == Source("fields.custom_event_name", column="what")
+    assert mapping.snake_case == "convert"
+    assert why(guessed, "custom_event_name") == (
+        "custom_event_name: what (values; 100% of 8 sampled values are or convert to"
+        " snake_case; 8 converted (e.g. 'Signed Up'), so snake_case = \"convert\")"
+    )
+
+
+def test_distinct_names_and_ids_are_not_event_names(write: Write) -> None:
+    people = [f"Person Number{i}" for i in range(8)]
+    event_id = ["evt_a", "evt_b"] * 4
+    mapping, guessed = guess(write, rows("ts,email,name,event_id", ISO, EMAILS, people, event_id))
+    assert mapping.event_name == Source("fields.custom_event_name", value=EVENT_NAME_PLACEHOLDER)
+    assert mapping.embeddable_id == Source("fields.embeddable_id", value=EMBEDDABLE_PLACEHOLDER)
+    assert len(guessed.warnings) == 2
+
+
+def test_props_by_kind(write: Write) -> None:
+    amount = ["1.5", "2", "n/a", "3", "4", "5", "6", "7", "8", "9"]  # 90% numbers: a metric
+    ten = [f"2024-03-0{1 + i % 7}T10:00:00Z" for i in range(10)]
+    mails = [f"user{i % 4}@example.com" for i in range(10)]
+    plan = ["free", "pro"] * 5
+    note = [f"note {i}" for i in range(10)]  # all distinct: not a dimension
+    blank = [""] * 10
+    ctx = ['"{""a"": 1}"'] * 10
+    extra = ['"{""b"": 2}"'] * 10
+    row_id = [str(i) for i in range(10)]
+    mapping, guessed = guess(
+        write,
+        rows(
+            "ts,email,amount,plan,note,blank,ctx,extra,row_id",
+            ten,
+            mails,
+            amount,
+            plan,
+            note,
+            blank,
+            ctx,
+            extra,
+            row_id,
+        ),
+    )
+    assert mapping.metrics == ("amount",)
+    assert mapping.dimensions == ("plan",)
+    assert mapping.json_column == "extra"  # named like props, so it wins over ctx
+    assert mapping.columns == ()
+    assert why(guessed, "not sent") == (
+        "not sent: note, blank, ctx, row_id (add any to props.columns to copy it as it is)"
+    )
+
+
+def test_dimensions_have_at_most_50_distinct_values(write: Write) -> None:
+    n = 120
+    ts = ["2024-03-01T10:00:00Z"] * n
+    mails = ["a@x.com"] * n
+    fifty = [f"v{i % 50}" for i in range(n)]
+    fifty_one = [f"v{i % 51}" for i in range(n)]
+    mapping, _ = guess(write, rows("ts,email,fifty,fifty_one", ts, mails, fifty, fifty_one))
+    assert mapping.dimensions == ("fifty",)
+
+
+@given(st.text())
+def test_toml_strings_round_trip(text: str) -> None:
+    assert tomllib.loads(f"k = {_toml(text)}")["k"] == text
+
+
+def test_a_mapping_the_loader_refuses_is_never_written(workdir: Path) -> None:
+    with pytest.raises(MappingError) as caught:
+        write_mapping("[fields]\n", "m.toml", "x.csv", ["a"], force=False)
+    assert str(caught.value).startswith("m.toml: not written: the guessed mapping is refused (")
+    assert "missing table [identifier]" in str(caught.value)
+    assert os.listdir(workdir) == []  # no mapping, and no scratch file left
+
+
+def test_a_mapping_naming_a_missing_column_is_never_written(workdir: Path) -> None:
+    text = (
+        '[fields]\nembeddable_id = "e"\ntimestamp = "t"\ncustom_event_name = "n"\n'
+        '[identifier]\nkey = { value = "email" }\nvalue = "v"\n'
+    )
+    with pytest.raises(MappingError, match=r"column 'e' is not in x\.csv"):
+        write_mapping(text, "m.toml", "x.csv", ["t", "n", "v"], force=False)
+    assert os.listdir(workdir) == []
+
+
+def test_a_file_that_appears_meanwhile_is_not_overwritten(write: Write) -> None:
+    write("x.csv", rows("ts,email", ISO, EMAILS))
+    guessed = init("x.csv", "first.toml")
+    write("m.toml", "# appeared\n")
+    with pytest.raises(
+        UsageError, match=r"^m\.toml already exists; give --force to write over it$"
+    ):
+        write_mapping(guessed.text, "m.toml", "x.csv", ["ts", "email"], force=False)
+    assert Path("m.toml").read_text(encoding="utf-8") == "# appeared\n"
