@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import json
+import re
 import shutil
-from collections.abc import Callable, Iterator
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Collection, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
 
 from backfill.cli import cli
+from backfill.sandbox import RunningSandbox, SandboxConfig, SandboxState
 
 DATA = Path(__file__).parent / "data"
 
@@ -62,3 +71,191 @@ def run(workdir: Path) -> Iterator[Run]:
 
     yield run
     gc.collect()
+
+
+# --- Sandboxes and generated exports for the send, resume, retry and report tests ---------
+
+SANDBOX_KEY = "rk_sandbox"
+PROJECT = "pr_test"
+EXPORT_MAPPING = """\
+[fields]
+embeddable_id     = "flow_id"
+timestamp         = "occurred_at"
+custom_event_name = "event"
+
+[identifier]
+key   = {{ value = "{key}" }}
+value = {{ column = "email" }}
+"""
+
+
+def export_email(row: int) -> str:
+    """The identifier of row ``row`` of a generated export: one user per row."""
+    return f"u{row}@example.com"
+
+
+def export_flow(row: int) -> str:
+    """The embeddable id of row ``row`` of a generated export."""
+    return f"flow_{row % 3}"
+
+
+@pytest.fixture
+def export(write: Write) -> Callable[..., str]:
+    """Write a CSV export of ``rows`` rows (row i is user u{i}) and mapping.toml for it.
+
+    Rows in ``bad`` have an unreadable timestamp, so they end ``invalid``; ``key`` is the
+    identifier key the mapping sends.
+    """
+
+    def export(
+        rows: int, bad: Collection[int] = (), name: str = "events.csv", key: str = "email"
+    ) -> str:
+        lines = ["flow_id,occurred_at,event,email"]
+        for row in range(1, rows + 1):
+            when = "yesterday" if row in bad else "2024-03-01T12:00:00Z"
+            lines.append(f"{export_flow(row)},{when},signed_up,{export_email(row)}")
+        write("mapping.toml", EXPORT_MAPPING.format(key=key))
+        return write(name, "\n".join(lines) + "\n")
+
+    return export
+
+
+@pytest.fixture
+def users(write: Write) -> Callable[..., str]:
+    """Write a users file with an entry (key 'email') for each of the given export rows."""
+
+    def users(rows: Iterable[int], name: str = "users.csv") -> str:
+        lines = ["embeddable_id,key,value"]
+        lines += [f"{export_flow(row)},email,{export_email(row)}" for row in rows]
+        return write(name, "\n".join(lines) + "\n")
+
+    return users
+
+
+@pytest.fixture
+def api_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sandbox's key in the environment, and no other target settings from outside."""
+    monkeypatch.setenv("EMBEDDABLES_API_KEY", SANDBOX_KEY)
+    monkeypatch.delenv("EMBEDDABLES_API_URL", raising=False)
+    monkeypatch.delenv("EMBEDDABLES_PROJECT_ID", raising=False)
+
+
+class ThreadedSandbox:
+    """A RunningSandbox on its own event loop in a thread, so CLI runs here can reach it."""
+
+    def __init__(self, config: SandboxConfig) -> None:
+        self.sandbox = RunningSandbox(config)
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._serve, name="test-sandbox", daemon=True)
+        self.thread.start()
+        self.ready.wait()  # set once the port listens (or starting failed)
+        if self.error is not None:
+            self.thread.join()
+            raise self.error
+
+    def _serve(self) -> None:
+        """Start, serve until stopped, close."""
+        try:
+            self.loop.run_until_complete(self.sandbox.start())
+        except BaseException as exc:
+            self.error = exc
+            self.loop.close()
+            self.ready.set()
+            return
+        self.ready.set()
+        self.loop.run_forever()
+        self.loop.run_until_complete(self.sandbox.close())
+        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+        self.loop.close()
+
+    @property
+    def url(self) -> str:
+        """The base URL."""
+        return self.sandbox.url
+
+    @property
+    def state(self) -> SandboxState:
+        """Counters and received events (read them between runs)."""
+        return self.sandbox.state
+
+    def target(self) -> list[str]:
+        """The send options that point a CLI run here."""
+        return ["--base-url", self.url, "--project-id", PROJECT, "--no-progress"]
+
+    def stop(self) -> None:
+        """Stop serving and wait for the thread."""
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join()
+
+
+@pytest.fixture
+def sandbox_server(api_env: None) -> Iterator[Callable[..., ThreadedSandbox]]:
+    """Start in-process sandboxes (SandboxConfig keywords; ``users`` a path) on free ports."""
+    started: list[ThreadedSandbox] = []
+
+    def start(users: str | None = None, **config: Any) -> ThreadedSandbox:
+        if users is not None:
+            config["users_path"] = Path(users)
+        server = ThreadedSandbox(SandboxConfig(**config))
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@dataclass
+class SandboxProcess:
+    """A ``backfill sandbox`` subprocess: its URL and its log of received events."""
+
+    url: str
+    received: Path
+    process: subprocess.Popen[bytes]
+    drain: threading.Thread
+
+    def events(self) -> list[dict[str, Any]]:
+        """The events it accepted so far, in order."""
+        if not self.received.exists():
+            return []
+        text = self.received.read_text(encoding="utf-8")
+        return [json.loads(line) for line in text.splitlines() if line]
+
+    def target(self) -> list[str]:
+        """The send options that point a CLI run here."""
+        return ["--base-url", self.url, "--project-id", PROJECT, "--no-progress"]
+
+
+@pytest.fixture
+def sandbox_subprocess(api_env: None, tmp_path: Path) -> Iterator[Callable[..., SandboxProcess]]:
+    """Start ``backfill sandbox --port 0 --received FILE OPTIONS...`` and wait until it listens."""
+    started: list[SandboxProcess] = []
+
+    def start(*options: str) -> SandboxProcess:
+        received = tmp_path / f"received-{len(started)}.jsonl"
+        command = [sys.executable, "-m", "backfill", "sandbox", "--port", "0"]
+        process = subprocess.Popen(
+            [*command, "--received", str(received), *options],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        assert process.stderr is not None
+        line = process.stderr.readline().decode()  # the sandbox says so once it listens
+        match = re.search(r"listening on (\S+)", line)
+        drain = threading.Thread(target=process.stderr.read, daemon=True)
+        drain.start()
+        server = SandboxProcess(match.group(1) if match else "", received, process, drain)
+        started.append(server)
+        assert match, f"the sandbox did not start: {line!r}"
+        return server
+
+    yield start
+    for server in started:
+        server.process.terminate()
+        server.process.wait(timeout=30)
+        server.drain.join()
+        if server.process.stderr is not None:
+            server.process.stderr.close()
