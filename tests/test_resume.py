@@ -80,7 +80,6 @@ def cut_last_line(path: Path) -> None:
 
 # When to kill: each gets the working directory and the sandbox subprocess.
 KILL_POINTS = [
-    pytest.param(lambda work, server: True, id="right-after-start"),
     pytest.param(
         lambda work, server: run_record_written(work / "r.jsonl.run.json"),
         id="results-file-empty",
@@ -306,6 +305,20 @@ def test_resume_usage_errors(
     result = run(*args, *server.target(), input="")
     assert (result.exit_code, result.output) == (2, f"error: {message}\n")
     assert server.state.requests == 0
+
+
+def test_a_resume_of_a_run_killed_before_it_wrote_anything_starts_it(
+    workdir: Path, export: Factory, sandbox_server: Factory, run: Run
+) -> None:
+    export(5)
+    server = sandbox_server()
+
+    resumed = run(*SEND, *server.target(), "--resume")
+
+    assert resumed.exit_code == 0, resumed.output
+    assert server.state.requests == 5
+    one_per_row(workdir / "r.jsonl", 5)
+    assert json.loads((workdir / "r.jsonl.run.json").read_text())["command"] == "send"
 
 
 def test_a_resume_without_its_run_record_is_refused(
