@@ -64,6 +64,14 @@ def default_results_path(first_input: str) -> str:
     return f"{name}.results.jsonl"
 
 
+def exists_error(path: str) -> ResultsFileError:
+    """The refusal to write over a results file."""
+    return ResultsFileError(
+        f"{path}: results file exists; use --resume to continue that run"
+        " or --overwrite to start again"
+    )
+
+
 class ResultsWriter:
     """Appends records to a results file created readable by its owner only."""
 
@@ -78,10 +86,7 @@ class ResultsWriter:
         try:
             self.fd = os.open(path, flags, 0o600)
         except FileExistsError:
-            raise ResultsFileError(
-                f"{path}: results file exists; use --resume to continue that run"
-                " or --overwrite to start again"
-            ) from None
+            raise exists_error(path) from None
         except OSError as exc:
             raise ResultsFileError(f"{path}: cannot write: {exc.strerror}") from None
         self.last_sync = time.monotonic()
@@ -172,8 +177,10 @@ def read_results(path: str) -> Iterator[pl.DataFrame]:
 
 def _checked_records(path: str, frame: pl.DataFrame) -> pl.DataFrame:
     """A batch of records with typed fields, or an error naming the first bad line."""
+    texts = [f for f in FIELDS if f not in INT_FIELDS]
     records = frame.with_columns(
-        [pl.col(f).cast(pl.String).cast(pl.Int64, strict=False).alias(f) for f in INT_FIELDS]
+        *[pl.col(f).cast(pl.String).cast(pl.Int64, strict=False).alias(f) for f in INT_FIELDS],
+        *[pl.col(f).cast(pl.String).replace("", None).alias(f) for f in texts],  # CSV cells
     )
     bad = records.filter(
         pl.col(MALFORMED).is_not_null()
@@ -258,27 +265,48 @@ def fingerprint(path: str) -> dict[str, object]:
 
 
 def write_run_record(results_path: str, record: dict[str, object]) -> None:
-    """Write the run record (readable by its owner only)."""
+    """Write the run record (readable by its owner only), whole or not at all.
+
+    It goes to a temporary file that replaces the old one only once it is on disk, so a
+    kill at any moment leaves either no record or a complete one.
+    """
     path = run_record_path(results_path)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        json.dump(record, out, indent=2)
-        out.write("\n")
+    temporary = f"{path}.tmp"
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(record, out, indent=2)
+            out.write("\n")
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except OSError as exc:
+        raise ResultsFileError(f"{path}: cannot write: {exc.strerror}") from None
 
 
-def check_run_record(results_path: str, record: dict[str, object]) -> None:
-    """Refuse to resume a results file that was started with something else."""
+def read_run_record(results_path: str) -> dict[str, object] | None:
+    """The run record beside a results file, or None when there is none."""
     path = run_record_path(results_path)
     try:
         with open(path, encoding="utf-8") as handle:
             saved = json.load(handle)
     except FileNotFoundError:
-        raise ResultsFileError(
-            f"{results_path}: cannot resume: its run record {path} is missing,"
-            " so the inputs and mapping it was started with are unknown"
-        ) from None
+        return None
     except (OSError, ValueError) as exc:
         raise ResultsFileError(f"{path}: unreadable run record ({exc})") from None
+    if not isinstance(saved, dict):
+        raise ResultsFileError(f"{path}: unreadable run record (not an object)")
+    return saved
+
+
+def check_run_record(results_path: str, record: dict[str, object]) -> None:
+    """Refuse to resume a results file that was started with something else."""
+    saved = read_run_record(results_path)
+    if saved is None:
+        raise ResultsFileError(
+            f"{results_path}: cannot resume: its run record {run_record_path(results_path)} is"
+            " missing, so the inputs and mapping it was started with are unknown"
+        )
     for key, value in record.items():
         if saved.get(key) != value:
             raise ResultsFileError(
@@ -295,7 +323,12 @@ def _difference(key: str, saved: object, now: object) -> str:
             return f"it was started with inputs {before}, not {after}"
         changed = [n["path"] for s, n in zip(saved, now, strict=True) if s != n]
         return f"input {changed[0]} has changed since the run started"
-    words = {"mapping_sha256": "the mapping file has changed since the run started"}
+    if key == "from" and isinstance(saved, dict):
+        return f"{saved.get('path')} has changed since the retry started"
+    words = {
+        "mapping_sha256": "the mapping file has changed since the run started",
+        "target": f"it was started against {saved}, not {now}",
+    }
     return words.get(key, f"it was started with {key} {saved!r}, not {now!r}")
 
 

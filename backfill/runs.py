@@ -7,12 +7,16 @@ credentials, the inputs and mapping, and on --resume the run record beside the r
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shlex
 import ssl
+import tomllib
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
+from urllib.parse import urlsplit
 
 import polars as pl
 
@@ -26,12 +30,14 @@ from backfill.results import (
     RowSet,
     check_run_record,
     discard_broken_tail,
+    exists_error,
     fingerprint,
     read_results,
+    read_run_record,
     write_run_record,
 )
 from backfill.sandbox import SandboxConfig
-from backfill.sender import Item, Job, SendOptions, Target, items_of, send
+from backfill.sender import Item, Job, SendOptions, Target, is_loopback, items_of, send
 from backfill.summary import Summary
 
 Progress = Callable[[Summary], None] | None
@@ -103,10 +109,11 @@ def run_retry(run: RetryRun, on_progress: Progress = None) -> tuple[Summary, Exi
     }
     summary = Summary(run.results_path)
     done = _prepare(run, identity, summary)
+    selected = _selected_rows(run, done)  # reads the whole file: a bad line stops us here
     if run.mapping is None:
         items = _stored_jobs(run, done)
         return _send_items(run, identity, summary, items, on_progress, [])
-    selected = _selected_rows(run, done)
+    _check_inputs_unchanged(run)
     inputs = pipeline.open_inputs(run.inputs, run.mapping, run.fmt)
     missing = [s for s in selected.sources() if s not in run.inputs]
     if missing:
@@ -120,12 +127,30 @@ def run_retry(run: RetryRun, on_progress: Progress = None) -> tuple[Summary, Exi
 
 
 def _common_identity(run: SendRun) -> dict[str, object]:
-    """What a resumed run must share with the run that started the file, besides inputs."""
-    text = run.mapping.text if run.mapping is not None else ""
+    """What a resumed run must share with the run that started the file, besides inputs.
+
+    The mapping counts by its meaning (the parsed TOML), so a new comment is no change.
+    """
+    digest = None
+    if run.mapping is not None:
+        meaning = json.dumps(tomllib.loads(run.mapping.text), sort_keys=True, default=str)
+        digest = hashlib.sha256(meaning.encode()).hexdigest()
     return {
-        "mapping_sha256": hashlib.sha256(text.encode()).hexdigest() if text else None,
+        "mapping_sha256": digest,
         "project_id": run.target.project_id,
+        "target": _target_kind(run),
     }
+
+
+def _target_kind(run: SendRun) -> str:
+    """Where a run sends, as far as a resume must agree: a rehearsal never resumes for real.
+
+    The sandbox and this machine are told apart from a remote host; a local port may change.
+    """
+    if run.sandbox is not None:
+        return "the built-in sandbox"
+    host = urlsplit(run.target.base_url).hostname or ""
+    return "a server on this machine" if is_loopback(host) else host
 
 
 def _fingerprint(path: str) -> dict[str, object]:
@@ -138,7 +163,14 @@ def _prepare(run: SendRun, identity: dict[str, object], summary: Summary) -> Row
     if run.resume and run.overwrite:
         raise UsageError("--resume and --overwrite cannot go together")
     pipeline.check_outputs([run.results_path], list(run.inputs))
-    if not run.resume or not Path(run.results_path).exists():
+    results = Path(run.results_path)
+    if not run.resume or not results.exists():
+        run.resume = False
+        return None
+    if results.stat().st_size == 0 and _no_usable_record(run.results_path):
+        # Killed before its first record: nothing to keep, nothing to check against.
+        run.notes.append(f"{run.results_path}: empty, so the run starts from the beginning")
+        run.resume, run.overwrite = False, True
         return None
     check_run_record(run.results_path, identity)
     if discard_broken_tail(run.results_path):
@@ -151,6 +183,14 @@ def _prepare(run: SendRun, identity: dict[str, object], summary: Summary) -> Row
         for (source,), rows in records.group_by("source"):
             done.add(str(source), rows["row"])
     return done.finish()
+
+
+def _no_usable_record(results_path: str) -> bool:
+    """Whether a results file has no readable run record beside it."""
+    try:
+        return read_run_record(results_path) is None
+    except ResultsFileError:
+        return True
 
 
 def _not_in(done: RowSet) -> Callable[[str, pl.Series], pl.Series]:
@@ -170,6 +210,24 @@ def _selected_rows(run: RetryRun, done: RowSet | None) -> RowSet:
                 rows = rows.filter(~done.mask(name, rows))
             selected.add(name, rows)
     return selected.finish()
+
+
+def _check_inputs_unchanged(run: RetryRun) -> None:
+    """Refuse inputs that changed since the run that wrote the results file: rows would shift."""
+    saved = read_run_record(run.from_results)
+    recorded = saved.get("inputs") if saved else None
+    if not isinstance(recorded, list):
+        run.notes.append(
+            f"{run.from_results} has no run record: the inputs cannot be checked against it"
+        )
+        return
+    before = {i.get("path"): i for i in recorded if isinstance(i, dict)}
+    for path in run.inputs:
+        if path in before and path != "-" and fingerprint(path) != before[path]:
+            raise UsageError(
+                f"{path} has changed since the run that wrote {run.from_results}:"
+                " its row numbers may no longer be the same rows"
+            )
 
 
 def _stored_jobs(run: RetryRun, done: RowSet | None) -> Iterator[list[Item]]:
@@ -226,10 +284,12 @@ def _send_items(
 ) -> tuple[Summary, ExitCode]:
     """Open the results file (appending on --resume) and send."""
     try:
-        resuming = run.resume and os.path.exists(run.results_path)
-        with ResultsWriter(run.results_path, overwrite=run.overwrite, append=resuming) as writer:
-            if not resuming:
-                write_run_record(run.results_path, identity)
+        if not run.resume:
+            if os.path.exists(run.results_path) and not run.overwrite:
+                raise exists_error(run.results_path)
+            write_run_record(run.results_path, identity)  # first: a kill leaves no orphan
+        summary.resume_command = resume_command(run)
+        with ResultsWriter(run.results_path, overwrite=run.overwrite, append=run.resume) as writer:
             send(
                 items,
                 run.target,
@@ -244,6 +304,23 @@ def _send_items(
         for inp in inputs:
             inp.close()
     return summary, exit_code(summary)
+
+
+def resume_command(run: SendRun) -> str:
+    """The command that continues this run if it stops early."""
+    words = ["backfill"]
+    if isinstance(run, RetryRun):
+        words += ["retry", run.from_results, *run.inputs, "-o", run.results_path]
+        words += ["--status", ",".join(run.statuses)]
+    else:
+        words += ["send", *run.inputs, "-o", run.results_path]
+    if run.mapping is not None:
+        words += ["-m", run.mapping.path]
+    if run.sandbox is not None:
+        words += ["--sandbox"]
+    else:
+        words += ["--project-id", run.target.project_id, "--base-url", run.target.base_url]
+    return shlex.join([*words, "--resume"])
 
 
 def exit_code(summary: Summary) -> ExitCode:

@@ -138,11 +138,6 @@ def test_report_of_an_empty_results_file(write: Any, run: Run) -> None:
     assert (data["rows"], data["requests"], data["retry_command"]) == (0, 0, None)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Summary.add_records drops only null errors; a CSV results file holds empty cells,"
-    " so every record without an error is counted under the error ''",
-)
 def test_report_of_a_csv_results_file_is_the_same_as_of_jsonl(
     export: Factory, users: Factory, sandbox_server: Factory, run: Run
 ) -> None:

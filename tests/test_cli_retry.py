@@ -293,11 +293,6 @@ def test_a_retry_resume_with_other_statuses_is_refused(
     assert server.state.requests == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runs._difference has no words for 'from': the message dumps both fingerprint dicts"
-    " (size and sha256) instead of saying the results file changed",
-)
 def test_a_retry_resume_after_its_results_file_changed_says_so(
     not_found_run: set[int], workdir: Path, sandbox_server: Factory, run: Run
 ) -> None:
@@ -315,15 +310,10 @@ def test_a_retry_resume_after_its_results_file_changed_says_so(
     assert "sha256" not in refused.output
 
 
-LAZY_READ = pytest.mark.xfail(
-    strict=True,
-    reason="runs.run_retry reads stored payloads batch by batch while sending, and a truncated"
-    " last line is a batch of its own: every whole line before it is sent, then exit 2",
-)
 CORRUPT = [
     pytest.param(
         -1, b'{"source":"events.csv","row":', "not valid JSON", False,
-        id="truncated-last-stored-payloads", marks=LAZY_READ,
+        id="truncated-last-stored-payloads",
     ),
     pytest.param(
         -1, b'{"source":"events.csv","row":', "not valid JSON", True,
@@ -380,12 +370,6 @@ def test_a_corrupt_results_file_is_refused_naming_the_line(
     assert server.state.requests == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runs.run_retry reads the stored payloads lazily, after ResultsWriter created the"
-    " new results file and its run record: a refused retry leaves them behind, and running"
-    " it again once the file is fixed says 'results file exists'",
-)
 def test_a_refused_retry_creates_no_results_file(
     not_found_run: set[int], workdir: Path, sandbox_server: Factory, run: Run
 ) -> None:
@@ -398,11 +382,6 @@ def test_a_refused_retry_creates_no_results_file(
     assert sorted(p.name for p in workdir.glob("r.retry*")) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runs.run_retry sends the stored payloads of the batches before a corrupt line,"
-    " then exits 2, which says nothing was sent",
-)
 def test_a_corrupt_line_in_a_later_batch_stops_the_retry_before_anything_is_sent(
     workdir: Path,
     export: Factory,
@@ -481,11 +460,6 @@ def test_retry_with_a_mapping_rebuilds_invalid_rows(
     assert rows_with(workdir / "fixed.jsonl", "sent") == invalid
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="retry -m rebuilds rows by row number from INPUT without checking it against the"
-    " fingerprints in the results file's run record: an export changed since sends other rows",
-)
 def test_retry_with_a_mapping_refuses_an_input_that_changed_since_the_run(
     workdir: Path, export: Factory, users: Factory, sandbox_server: Factory, run: Run, write: Any
 ) -> None:

@@ -341,11 +341,6 @@ def test_a_resume_without_its_run_record_is_refused(
     assert server.state.requests == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ResultsWriter creates the results file before write_run_record writes the run"
-    " record: a kill between the two leaves an empty results file that --resume refuses",
-)
 def test_an_empty_results_file_without_a_run_record_resumes_from_the_start(
     workdir: Path, export: Factory, sandbox_server: Factory, run: Run
 ) -> None:
@@ -359,11 +354,6 @@ def test_an_empty_results_file_without_a_run_record_resumes_from_the_start(
     one_per_row(workdir / "r.jsonl", 5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="results.write_run_record truncates the run record, then writes it: a kill in"
-    " between leaves an empty record, and --resume refuses it as unreadable",
-)
 def test_a_run_record_cut_short_by_a_kill_still_lets_the_run_resume(
     workdir: Path, export: Factory, sandbox_server: Factory, run: Run
 ) -> None:
@@ -480,11 +470,6 @@ def test_a_run_stopped_by_an_outage_resumes_and_its_failed_rows_retry(
     assert sorted(event_row(e) for e in up.state.received) == list(range(1, 61))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SPEC: a run stopped by consecutive failures (exit 3) prints the command that"
-    " resumes it; the summary only shows the retry command",
-)
 def test_a_run_stopped_by_an_outage_names_the_command_that_resumes_it(
     export: Factory, sandbox_server: Factory, run: Run
 ) -> None:
