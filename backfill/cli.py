@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import click
 
-from backfill import pipeline, runs
+from backfill import html, pipeline, runs
 from backfill.codes import Status
 from backfill.errors import BackfillError, CredentialsError, ExitCode, UsageError
 from backfill.mapping import Mapping, load_mapping
@@ -109,7 +109,7 @@ def input_options(func: F) -> F:
     "--report",
     "report_path",
     type=click.Path(dir_okay=False),
-    help="Write the report as JSON to PATH.json.",
+    help="Also write the report: PATH.html as a page with charts, any other name as JSON.",
 )
 @click.option(
     "--invalid-out",
@@ -117,6 +117,11 @@ def input_options(func: F) -> F:
     help="Write invalid rows (CSV or JSONL by extension).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of text.")
+@click.option(
+    "--show-identifiers",
+    is_flag=True,
+    help="Show identifier values in reports in full (default: masked).",
+)
 @reports_errors
 def validate(
     inputs: tuple[str, ...],
@@ -125,22 +130,39 @@ def validate(
     report_path: str | None,
     invalid_out: str | None,
     as_json: bool,
+    show_identifiers: bool,
 ) -> None:
     """Check exports against a mapping and report what is wrong, without sending anything.
 
     \b
-    Example:
+    Examples:
       backfill validate events.csv -m mapping.toml --report report.json --invalid-out bad.csv
+      backfill validate events.csv -m mapping.toml --report report.html
 
     Exit code 0 when every row is valid, 1 when some are invalid, 2 when nothing could be read.
     """
     mapping = load_mapping(mapping_path)
     pipeline.check_outputs([report_path], inputs)
-    report = pipeline.validate(inputs, mapping, fmt, invalid_out).to_dict()
-    if report_path:
+    report = pipeline.validate(inputs, mapping, fmt, invalid_out).to_dict(show_identifiers)
+    if report_path and html.is_html(report_path):
+        html.write_html(html.validation_page(report), report_path)
+    elif report_path:
         write_json(report, report_path)
-    click.echo(json.dumps(report, indent=2) if as_json else render_text(report))
+    click.echo(json.dumps(report, indent=2) if as_json else render_text(report, _terminal_style()))
     sys.exit(ExitCode.OK if report["invalid"] == 0 else ExitCode.PROBLEMS)
+
+
+def _terminal_style() -> Callable[[str, str], str]:
+    """Colours for report roles on a terminal; none when stdout is not one or NO_COLOR is set."""
+    if not sys.stdout.isatty() or os.environ.get("NO_COLOR"):
+        return lambda text, role: text
+
+    def paint(text: str, role: str) -> str:
+        if role == "heading":
+            return click.style(text, bold=True)
+        return click.style(text, fg={"good": "green", "bad": "red"}.get(role, "yellow"))
+
+    return paint
 
 
 class ConcurrencyType(click.ParamType[int | str]):
@@ -370,16 +392,31 @@ def retry(
 @cli.command()
 @click.argument("results")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False),
+    help="Also write the summary as a page with charts to PATH.",
+)
+@click.option(
+    "--show-identifiers",
+    is_flag=True,
+    help="Show identifier values in reports in full (default: masked).",
+)
 @reports_errors
-def report(results: str, as_json: bool) -> None:
+def report(results: str, as_json: bool, html_path: str | None, show_identifiers: bool) -> None:
     """Summarise a results file: counts by status and error, the 404 diagnosis, the retry command.
 
     \b
-    Example:
+    Examples:
       backfill report events.results.jsonl --json
+      backfill report events.results.jsonl --html report.html
     """
-    data = runs.summarise(results).to_dict()
-    click.echo(json.dumps(data, indent=2) if as_json else render_summary(data))
+    pipeline.check_outputs([html_path], [results])
+    data = runs.summarise(results).to_dict(show_identifiers)
+    if html_path:
+        html.write_html(html.results_page(data), html_path)
+    click.echo(json.dumps(data, indent=2) if as_json else render_summary(data, _terminal_style()))
 
 
 def _run_settings(options: dict[str, Any]) -> dict[str, Any]:

@@ -1,9 +1,18 @@
-"""The validation report as data, accumulated batch by batch, and its text and JSON renderings."""
+"""The validation report as data, accumulated batch by batch, and its text and JSON renderings.
+
+Identifier values are personal data: wherever one could show in a report (the message of a
+``bad_identifier_value`` example, an email address inside another message) the report data
+carries the masked form (``a***@example.com``) unless the caller asks for them in full.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import re
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -13,18 +22,32 @@ import polars as pl
 from backfill.codes import Reason, Repair
 from backfill.errors import UsageError
 from backfill.inputs import ROW
-from backfill.payloads import EMBEDDABLE_ID, EVENT_NAME, REASON, TIME
+from backfill.payloads import EMBEDDABLE_ID, EVENT_NAME, MESSAGE, REASON, TIME
 from backfill.tables import open_private
 
 EXAMPLES_PER_REASON = 5
 MAX_DISTINCT = 10_000  # beyond this many distinct names, counts go to OTHER to bound memory
 OTHER = "(other)"
+MAX_DAYS = 40_000  # distinct UTC days counted (over a century); rows of further days go to OTHER
 TOP = 10
 REPAIR_WORDS = {
     Repair.EVENT_NAME_CONVERTED: "event names converted to snake_case",
     Repair.IDENTIFIER_UNWRAPPED: "identifier values unwrapped (already JSON-stringified)",
     Repair.TIMEZONE_ASSUMED: "timestamps without offset read in the mapping's time zone",
 }
+# A bad_identifier_value message as payloads.py words it: "<field>: '<value>' is not valid <type>".
+BAD_VALUE_MESSAGE = re.compile(r"(?P<head>.*?: )'(?P<value>.*)'(?P<tail> is not valid \w+)", re.S)
+DOMAIN = re.compile(r"(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}")
+EMAIL = re.compile(r"[^\s'\"`<>@(),;:\\\[\]{}]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}")
+HIDDEN = "(message hidden: it names an identifier value; --show-identifiers shows it)"
+
+# (text, role) -> the text as shown, role one of "heading", "good", "bad", "note".
+Style = Callable[[str, str], str]
+
+
+def plain(text: str, role: str) -> str:
+    """No styling: the text as it is."""
+    return text
 
 
 @dataclass
@@ -41,6 +64,8 @@ class ValidationReport:
     embeddable_ids: Counter[str] = field(default_factory=Counter)
     first_time: datetime | None = None
     last_time: datetime | None = None
+    valid_per_day: Counter[str] = field(default_factory=Counter)
+    example_messages: dict[str, list[str]] = field(default_factory=dict)  # as examples, in order
 
     @property
     def invalid(self) -> int:
@@ -58,6 +83,8 @@ class ValidationReport:
         _count_into(self.event_names, valid[EVENT_NAME])
         _count_into(self.embeddable_ids, valid[EMBEDDABLE_ID])
         self._add_times(valid[TIME])
+        days = valid[TIME].drop_nulls().dt.strftime("%Y-%m-%d")
+        _count_into(self.valid_per_day, days, MAX_DAYS)
 
     def _add_reasons(self, source: str, invalid: pl.DataFrame) -> None:
         """Count invalid rows by reason and keep the first few examples of each."""
@@ -66,10 +93,12 @@ class ValidationReport:
         for reason, count in invalid[REASON].value_counts().iter_rows():
             self.invalid_by_reason[reason] += count
         firsts = invalid.group_by(REASON, maintain_order=True).head(EXAMPLES_PER_REASON)
-        for reason, row in firsts.select(REASON, ROW).iter_rows():
+        message = pl.col(MESSAGE) if MESSAGE in firsts.columns else pl.lit(None, pl.String)
+        for reason, row, text in firsts.select(REASON, ROW, message).iter_rows():
             kept = self.examples.setdefault(reason, [])
             if len(kept) < EXAMPLES_PER_REASON:
                 kept.append({"source": source, "row": row})
+                self.example_messages.setdefault(reason, []).append(text or "")
 
     def _add_times(self, times: pl.Series) -> None:
         """Widen the time range with a batch's valid timestamps."""
@@ -78,8 +107,12 @@ class ValidationReport:
             self.first_time = low if self.first_time is None else min(self.first_time, low)
             self.last_time = high if self.last_time is None else max(self.last_time, high)
 
-    def to_dict(self) -> dict[str, Any]:
-        """The report as plain JSON-ready data."""
+    def to_dict(self, show_identifiers: bool = False) -> dict[str, Any]:
+        """The report as plain JSON-ready data; identifier values masked unless asked for."""
+        messages = {
+            reason: texts if show_identifiers else [mask_message(reason, t) for t in texts]
+            for reason, texts in self.example_messages.items()
+        }
         return {
             "sources": self.sources,
             "rows": self.rows,
@@ -92,16 +125,49 @@ class ValidationReport:
             "embeddable_ids": _by_count(self.embeddable_ids),
             "first_timestamp": _iso(self.first_time),
             "last_timestamp": _iso(self.last_time),
+            "valid_per_day": by_day(self.valid_per_day),
+            "example_messages": messages,
         }
 
 
-def _count_into(counter: Counter[str], values: pl.Series) -> None:
-    """Add a batch's value counts, folding new names into OTHER past MAX_DISTINCT."""
-    for value, count in values.value_counts().iter_rows():
+def _count_into(counter: Counter[str], values: pl.Series, limit: int = MAX_DISTINCT) -> None:
+    """Add a batch's value counts, folding new names into OTHER past ``limit`` distinct ones.
+
+    A batch's values are taken in order, so which ones fold is the same on every run.
+    """
+    found = values.value_counts()
+    for value, count in found.sort(found.columns[0], nulls_last=True).iter_rows():
         name = str(value)
-        if name not in counter and len(counter) >= MAX_DISTINCT:
+        if name not in counter and len(counter) >= limit:
             name = OTHER
         counter[name] += count
+
+
+def by_day(counts: dict[str, Any]) -> dict[str, Any]:
+    """Counts keyed by YYYY-MM-DD in date order, OTHER (days past the limit) last."""
+    return dict(sorted(counts.items(), key=lambda item: (item[0] == OTHER, item[0])))
+
+
+def mask_identifier(value: str) -> str:
+    """The masked form of an identifier value: its first character, ***, an email's @domain."""
+    text = value.strip().strip('"\\').strip()
+    if not text:
+        return "***"
+    _, at, domain = text.rpartition("@")
+    return f"{text[0]}***" + (f"@{domain}" if at and DOMAIN.fullmatch(domain) else "")
+
+
+def mask_message(reason: str | None, message: str, values: Iterable[str] = ()) -> str:
+    """A message with identifier values masked: a bad value, the given values, any email."""
+    if reason == Reason.BAD_IDENTIFIER_VALUE:
+        match = BAD_VALUE_MESSAGE.fullmatch(message)
+        if match is None:
+            return HIDDEN
+        masked = mask_identifier(match["value"])
+        message = f"{match['head']}'{masked}'{match['tail']}"
+    for value in sorted((v for v in values if v), key=len, reverse=True):
+        message = message.replace(value, mask_identifier(value))
+    return EMAIL.sub(lambda found: mask_identifier(found[0]), message)
 
 
 def _by_count(counts: Counter[str]) -> dict[str, int]:
@@ -126,45 +192,54 @@ def _iso(moment: datetime | None) -> str | None:
 def write_json(report: dict[str, Any], path: str) -> None:
     """Write a report as indented JSON, readable by its owner only (it names personal data)."""
     with open_private(path, "w", UsageError) as out:
+        keep_private(out.fileno())
         json.dump(report, out, indent=2)
         out.write("\n")
 
 
-def render_text(data: dict[str, Any]) -> str:
-    """The validation report for a terminal."""
+def keep_private(fd: int) -> None:
+    """Make a report file that existed before owner-only too (a new one is created so)."""
+    # Not ours to change (another owner's file we may write): leave it as it was.
+    with contextlib.suppress(OSError):
+        os.fchmod(fd, 0o600)
+
+
+def render_text(data: dict[str, Any], style: Style = plain) -> str:
+    """The validation report for a terminal; ``style`` colours parts (none by default)."""
+    valid, invalid = data["valid"], data["invalid"]
     lines = [
         f"Rows read:  {data['rows']:,}  ({', '.join(data['sources'])})",
-        f"Valid:      {data['valid']:,}",
-        f"Invalid:    {data['invalid']:,}",
+        f"Valid:      {style(f'{valid:,}', 'good')}",
+        f"Invalid:    {style(f'{invalid:,}', 'bad' if invalid else 'good')}",
     ]
     if data["invalid_by_reason"]:
         lines.append("")
-        lines.append("Invalid rows by reason:")
+        lines.append(style("Invalid rows by reason:", "heading"))
         width = max(len(r) for r in data["invalid_by_reason"])
         for reason, count in data["invalid_by_reason"].items():
             where = ", ".join(f"{e['source']}:{e['row']}" for e in data["examples"].get(reason, []))
-            lines.append(f"  {reason:<{width}}  {count:>9,}  e.g. {where}")
+            lines.append(f"  {reason:<{width}}  {style(f'{count:>9,}', 'bad')}  e.g. {where}")
     repairs = {k: v for k, v in data["repairs"].items() if v}
     if repairs:
         lines.append("")
-        lines.append("Repairs made:")
+        lines.append(style("Repairs made:", "heading"))
         for kind, count in repairs.items():
-            lines.append(f"  {count:>9,}  {REPAIR_WORDS[Repair(kind)]}")
-    lines += _top("Event names", data["event_names"])
-    lines += _top("Embeddable ids", data["embeddable_ids"])
+            lines.append(f"  {style(f'{count:>9,}', 'note')}  {REPAIR_WORDS[Repair(kind)]}")
+    lines += _top("Event names", data["event_names"], style)
+    lines += _top("Embeddable ids", data["embeddable_ids"], style)
     if data["first_timestamp"]:
         lines.append("")
         lines.append(f"Timestamps: {data['first_timestamp']} .. {data['last_timestamp']} (UTC)")
     return "\n".join(lines)
 
 
-def _top(title: str, counts: dict[str, int]) -> list[str]:
+def _top(title: str, counts: dict[str, int], style: Style = plain) -> list[str]:
     """A titled table of the commonest names with their counts."""
     if not counts:
         return []
     shown = list(counts.items())[:TOP]
     width = max(len(name) for name, _ in shown)
-    lines = ["", f"{title} ({len(counts):,} distinct, valid rows):"]
+    lines = ["", style(f"{title} ({len(counts):,} distinct, valid rows):", "heading")]
     lines += [f"  {name:<{width}}  {count:>9,}" for name, count in shown]
     if len(counts) > TOP:
         lines.append(f"  ... and {len(counts) - TOP:,} more")

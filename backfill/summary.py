@@ -1,7 +1,13 @@
-"""What a send run (or a results file) came to: counts, the 404 diagnosis, the retry command."""
+"""What a send run (or a results file) came to: counts, the 404 diagnosis, the retry command.
+
+Read back from a results file (``report``) it also holds what only the records tell: records
+per day of the payload timestamp, the top event names and embeddable ids, and a few examples
+of each problem, with identifier values masked unless asked for in full.
+"""
 
 from __future__ import annotations
 
+import json
 import shlex
 from collections import Counter
 from dataclasses import dataclass, field
@@ -10,10 +16,31 @@ from typing import Any
 import polars as pl
 
 from backfill.codes import Status
+from backfill.report import (
+    EXAMPLES_PER_REASON,
+    MAX_DAYS,
+    OTHER,
+    Style,
+    by_day,
+    mask_identifier,
+    mask_message,
+    plain,
+)
 
 AMBIGUOUS_NOTE = r"retried (\d+)x after no answer"
 MAX_DISTINCT = 10_000  # ids and keys tracked for the diagnosis; more are not a diagnosis
 RETRY_STATUSES = (Status.NOT_FOUND, Status.FAILED)
+MAX_PROBLEMS = 100  # kinds of problem (error codes) with examples kept
+# Top-level fields of a payload as this tool writes it (a nested one would be escaped: \").
+DAY_IN_PAYLOAD = r'"timestamp":\s*"(\d{4}-\d{2}-\d{2})'
+EVENT_IN_PAYLOAD = r'"custom_event_name":\s*"([^"\\]*)"'
+# Likely causes of 404s, in the words of API.md.
+CAUSE_WRONG_ID = "wrong embeddable id, or its users never gave this identifier"
+CAUSE_WRONG_KEY = "wrong key: no user entry of these Embeddables has this identifier key"
+CAUSE_SOME_USERS = (
+    "some users not found: the user never gave that identifier (or not yet),"
+    " or the value is wrong or double-escaped"
+)
 
 
 @dataclass
@@ -33,6 +60,12 @@ class Summary:
     not_found_by_id: Counter[str] = field(default_factory=Counter)
     answered_by_key: Counter[str] = field(default_factory=Counter)
     not_found_by_key: Counter[str] = field(default_factory=Counter)
+    # Filled from records read back (add_records with count_requests), for the report:
+    records_per_day: dict[str, Counter[str]] = field(default_factory=dict)  # day -> status
+    event_names: Counter[str] = field(default_factory=Counter)
+    embeddable_ids: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # error -> records
+    double_escaped: int = 0  # 404s whose identifier value is double-escaped
 
     @property
     def rows(self) -> int:
@@ -52,7 +85,11 @@ class Summary:
                 _bump(self.not_found_by_key, key)
 
     def add_records(self, records: pl.DataFrame, count_requests: bool = True) -> None:
-        """Count a batch of records read back from a results file."""
+        """Count a batch of records read back from a results file.
+
+        ``count_requests`` is false when the records only seed a resumed run's counts; true
+        (a results file read for a report), the batch's details are taken too.
+        """
         for status, count in records["status"].value_counts().iter_rows():
             self.by_status[status] += count
         for error, count in records["error"].drop_nulls().value_counts().iter_rows():
@@ -63,13 +100,17 @@ class Summary:
             self.retries += int((attempts - 1).clip(lower_bound=0).sum())
             ambiguous = records["message"].str.extract(AMBIGUOUS_NOTE, 1).cast(pl.Int64)
             self.ambiguous_retries += int(ambiguous.fill_null(0).sum())
-        answered = records.filter(pl.col("status").is_in([Status.SENT, Status.NOT_FOUND]))
-        names = answered.select(
-            pl.col("payload").str.json_path_match("$.embeddable_id").fill_null("").alias("id"),
+        named = records.with_columns(
+            pl.col("payload").str.json_path_match("$.embeddable_id").fill_null("").alias("__id"),
             pl.col("payload")
             .str.json_path_match("$.identifiers[0].key")
             .fill_null("")
-            .alias("key"),
+            .alias("__key"),
+        )
+        answered = named.filter(pl.col("status").is_in([Status.SENT, Status.NOT_FOUND]))
+        names = answered.select(
+            pl.col("__id").alias("id"),
+            pl.col("__key").alias("key"),
             (pl.col("status") == Status.NOT_FOUND).alias("missing"),
         )
         for column, seen, missing in (
@@ -81,6 +122,41 @@ class Summary:
                 _bump(seen, name, answered_count)
                 if missing_count:
                     _bump(missing, name, missing_count)
+        if count_requests:
+            self._add_details(named)
+
+    def _add_details(self, records: pl.DataFrame) -> None:
+        """Records per day and status, top names, double-escaped 404s, examples of problems."""
+        with_payload = records.filter(pl.col("payload").is_not_null())
+        details = _with_day_and_event(with_payload)
+        for day, status, count in details.group_by("day", "status").len().drop_nulls().iter_rows():
+            if day not in self.records_per_day and len(self.records_per_day) >= MAX_DAYS:
+                day = OTHER
+            self.records_per_day.setdefault(day, Counter())[status] += count
+        for column, counter in (("event", self.event_names), ("__id", self.embeddable_ids)):
+            for name, count in details[column].drop_nulls().value_counts().iter_rows():
+                _bump(counter, name, count)
+        missing = with_payload.filter(pl.col("status") == Status.NOT_FOUND)["payload"]
+        value = missing.str.json_path_match("$.identifiers[0].value")
+        self.double_escaped += int(value.str.json_path_match("$").str.starts_with('"').sum())
+        self._add_examples(records.filter(pl.col("status") != Status.SENT))
+
+    def _add_examples(self, problems: pl.DataFrame) -> None:
+        """Keep the first few records of each problem (error code, or status without one)."""
+        problems = problems.with_columns(pl.coalesce("error", "status").alias("problem"))
+        firsts = problems.group_by("problem", maintain_order=True).head(EXAMPLES_PER_REASON)
+        firsts = firsts.with_columns(
+            pl.col("payload").str.json_path_match("$.identifiers[0].key").alias("key"),
+            pl.col("payload").str.json_path_match("$.identifiers[0].value").alias("value"),
+        )
+        for record in firsts.iter_rows(named=True):
+            problem = record["problem"]
+            if problem not in self.examples and len(self.examples) >= MAX_PROBLEMS:
+                continue
+            kept = self.examples.setdefault(problem, [])
+            if len(kept) < EXAMPLES_PER_REASON:
+                kept.append({k: record[k] for k in ("source", "row", "status", "message", "key")})
+                kept[-1]["value"] = record["value"]
 
     def diagnosis(self) -> list[str]:
         """Likely causes of 404s, in the terms of API.md: a wrong embeddable id or key."""
@@ -116,8 +192,43 @@ class Summary:
         ext = ".csv" if path.endswith(".csv") else ".jsonl"
         return f"backfill retry {shlex.quote(path)} -o {shlex.quote(stem + '.retry' + ext)}"
 
-    def to_dict(self) -> dict[str, Any]:
-        """The summary as JSON-ready data."""
+    def not_found_table(self, by: str) -> list[dict[str, Any]]:
+        """Each embeddable id (by="id") or identifier key (by="key") with 404s: the likely cause."""
+        answered, missing = (
+            (self.answered_by_id, self.not_found_by_id)
+            if by == "id"
+            else (self.answered_by_key, self.not_found_by_key)
+        )
+        table = []
+        for name, count in sorted(missing.items(), key=lambda kv: (-kv[1], kv[0])):
+            everything = count == answered[name] and count > 1
+            cause = (CAUSE_WRONG_ID if by == "id" else CAUSE_WRONG_KEY) if everything else None
+            table.append(
+                {
+                    "name": name,
+                    "answered": answered[name],
+                    "not_found": count,
+                    "likely_cause": cause or CAUSE_SOME_USERS,
+                }
+            )
+        return table
+
+    def examples_dict(self, show_identifiers: bool = False) -> dict[str, list[dict[str, Any]]]:
+        """The examples of each problem; identifier values masked unless asked for."""
+        shown: dict[str, list[dict[str, Any]]] = {}
+        for problem, records in self.examples.items():
+            for record in records:
+                value = record["value"]
+                values = [value, *_decoded(value)] if value else []
+                message = record["message"] or ""
+                if not show_identifiers:
+                    message = mask_message(problem, message, values)
+                    value = mask_identifier(value) if value else value
+                shown.setdefault(problem, []).append({**record, "message": message, "value": value})
+        return shown
+
+    def to_dict(self, show_identifiers: bool = False) -> dict[str, Any]:
+        """The summary as JSON-ready data; identifier values masked unless asked for."""
         return {
             "results": self.results_path,
             "rows": self.rows,
@@ -133,7 +244,52 @@ class Summary:
             "settled_rate": round(self.settled[1], 1) if self.settled else None,
             "diagnosis": self.diagnosis(),
             "retry_command": self.retry_command(),
+            "not_found_by_embeddable_id": self.not_found_table("id"),
+            "not_found_by_identifier_key": self.not_found_table("key"),
+            "not_found_double_escaped": self.double_escaped,
+            "records_per_day": by_day(
+                {
+                    day: {s.value: c[s] for s in Status if c[s]}
+                    for day, c in self.records_per_day.items()
+                }
+            ),
+            "event_names": _by_count(self.event_names),
+            "embeddable_ids": _by_count(self.embeddable_ids),
+            "examples": self.examples_dict(show_identifiers),
         }
+
+
+def _with_day_and_event(records: pl.DataFrame) -> pl.DataFrame:
+    """Add each payload's UTC day and event name ("day", "event"), null when it has none.
+
+    Payloads as this tool writes them are read by pattern, several times faster than by
+    JSON path; any other payload falls back to the JSON path (a null input costs nothing).
+    """
+    payload = pl.col("payload")
+    found = records.with_columns(
+        payload.str.extract(DAY_IN_PAYLOAD, 1).alias("day"),
+        payload.str.extract(EVENT_IN_PAYLOAD, 1).alias("event"),
+    )
+    other = pl.when(pl.col("day").is_null() | pl.col("event").is_null()).then(payload)
+    day = other.str.json_path_match("$.timestamp").str.extract(r"^(\d{4}-\d{2}-\d{2})", 1)
+    event = other.str.json_path_match("$.custom_event_name")
+    return found.with_columns(
+        pl.coalesce("day", day).alias("day"), pl.coalesce("event", event).alias("event")
+    )
+
+
+def _decoded(value: str) -> list[str]:
+    """An identifier's JSON text decoded, as a message may quote it (none if not a string)."""
+    try:
+        decoded = json.loads(value)
+    except ValueError:
+        return []
+    return [decoded] if isinstance(decoded, str) else []
+
+
+def _by_count(counts: Counter[str]) -> dict[str, int]:
+    """Commonest first; ties by name."""
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
 def _bump(counter: Counter[str], name: str, count: int = 1) -> None:
@@ -142,14 +298,15 @@ def _bump(counter: Counter[str], name: str, count: int = 1) -> None:
         counter[name] += count
 
 
-def render_text(data: dict[str, Any]) -> str:
-    """The summary for a terminal."""
+def render_text(data: dict[str, Any], style: Style = plain) -> str:
+    """The summary for a terminal; ``style`` colours parts (none by default)."""
     lines = [f"Rows with a final record: {data['rows']:,}"]
     for status, count in data["by_status"].items():
         if count:
-            lines.append(f"  {status:<10} {count:>10,}")
+            tone = "good" if status == Status.SENT else "bad"
+            lines.append(f"  {status:<10} {style(f'{count:>10,}', tone)}")
     if data["by_error"]:
-        lines.append("By error:")
+        lines.append(style("By error:", "heading"))
         width = max(len(e) for e in data["by_error"])
         lines += [f"  {e:<{width}} {c:>10,}" for e, c in data["by_error"].items()]
     rate = data["requests_per_second"]
@@ -168,10 +325,10 @@ def render_text(data: dict[str, Any]) -> str:
             "  (an ambiguous retry follows a timeout or dropped connection after the request was"
             " sent: that event may exist twice)"
         )
-    lines += [f"404 diagnosis: {line}" for line in data["diagnosis"]]
+    lines += [f"{style('404 diagnosis:', 'note')} {line}" for line in data["diagnosis"]]
     if data["stopped"]:
-        lines.append(f"Stopped early: {data['stopped']}")
+        lines.append(f"{style('Stopped early:', 'bad')} {data['stopped']}")
     lines.append(f"Results: {data['results']}")
     if data["retry_command"]:
-        lines.append(f"Re-run what did not go through: {data['retry_command']}")
+        lines.append(f"Re-run what did not go through: {style(data['retry_command'], 'heading')}")
     return "\n".join(lines)
