@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import gc
+import io
 import json
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -259,3 +263,159 @@ def sandbox_subprocess(api_env: None, tmp_path: Path) -> Iterator[Callable[..., 
         server.drain.join()
         if server.process.stderr is not None:
             server.process.stderr.close()
+
+
+# --- Loopback servers and exports for the sender, send CLI, results and secrets tests -----
+
+
+@dataclass
+class Hits:
+    """What a test server saw, request by request, in arrival order."""
+
+    times: list[float]
+    bodies: list[bytes]
+    headers: list[dict[str, str]]
+    paths: list[str]
+    in_flight: int = 0
+    max_in_flight: int = 0
+
+    def seen(self, body: bytes) -> int:
+        """How many times this body came in so far."""
+        return self.bodies.count(body)
+
+
+Handler = Callable[..., Any]  # (request, attempt) -> response or awaitable response
+
+
+class Loopback:
+    """One event loop in a thread serving sandboxes and test apps on 127.0.0.1 free ports.
+
+    Servers run here so that a CLI run (or the sender core) on the test's main thread can
+    reach them; ``call`` returns once the port listens, so nothing waits by sleeping.
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="loopback", daemon=True)
+        self.thread.start()
+        self.sandboxes: list[RunningSandbox] = []
+        self.runners: list[Any] = []
+
+    def call(self, coro: Any) -> Any:
+        """Run a coroutine on the server loop and return its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)
+
+    def sandbox(self, **config: Any) -> RunningSandbox:
+        """A real sandbox (SandboxConfig keywords), listening on a free port."""
+        return self.start(RunningSandbox(SandboxConfig(**config)))
+
+    def start(self, sandbox: RunningSandbox) -> RunningSandbox:
+        """Start a sandbox built by the test (to hook its app first) on a free port."""
+        self.call(sandbox.start())
+        self.sandboxes.append(sandbox)
+        return sandbox
+
+    def serve(self, handler: Handler) -> tuple[str, Hits]:
+        """Answer every POST with ``handler(request, attempt)``, attempt counting per body."""
+        from aiohttp import web
+
+        hits = Hits([], [], [], [])
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            body = await request.read()
+            hits.times.append(time.monotonic())
+            hits.bodies.append(body)
+            hits.headers.append(dict(request.headers))
+            hits.paths.append(request.raw_path)
+            hits.in_flight += 1
+            hits.max_in_flight = max(hits.max_in_flight, hits.in_flight)
+            try:
+                answer = handler(request, hits.seen(body))
+                return await answer if asyncio.iscoroutine(answer) else answer
+            finally:
+                hits.in_flight -= 1
+
+        async def start() -> str:
+            app = web.Application()
+            app.router.add_route("POST", "/{tail:.*}", handle)
+            runner = web.AppRunner(app, shutdown_timeout=0.5)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", 0).start()
+            self.runners.append(runner)
+            return f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+        return self.call(start()), hits
+
+    def close(self) -> None:
+        """Stop every server, then the loop."""
+        for sandbox in self.sandboxes:
+            self.call(sandbox.close())
+        for runner in self.runners:
+            self.call(runner.cleanup())
+        self.call(self.loop.shutdown_asyncgens())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join()
+        self.loop.close()
+
+
+@pytest.fixture
+def loopback() -> Iterator[Loopback]:
+    """Servers on 127.0.0.1 in a background thread, stopped when the test ends."""
+    servers = Loopback()
+    yield servers
+    servers.close()
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+SEND_MAPPING = """\
+[fields]
+embeddable_id     = "flow_id"
+timestamp         = "occurred_at"
+custom_event_name = "event"
+
+[identifier]
+key   = { value = "email" }
+value = { column = "email" }
+"""
+
+
+def row_email(row: int) -> str:
+    """The user of row ``row`` of a generated export (one user per row)."""
+    return f"user{row}@example.com"
+
+
+def row_flow(row: int) -> str:
+    """The embeddable id of row ``row`` of a generated export."""
+    return f"flow_{row % 3}"
+
+
+@pytest.fixture
+def events_csv(write: Write) -> Callable[..., str]:
+    """Write ``rows`` export rows (row i is user{i}) and send_mapping.toml for them.
+
+    Rows in ``invalid`` carry a bad event name, so they end ``invalid`` (bad_event_name).
+    """
+
+    def events_csv(rows: int, invalid: Collection[int] = (), name: str = "events.csv") -> str:
+        lines = ["flow_id,occurred_at,event,email"]
+        for row in range(1, rows + 1):
+            event = "Not Snake" if row in invalid else "signed_up"
+            lines.append(f"{row_flow(row)},2024-03-01T12:00:00Z,{event},{row_email(row)}")
+        write("send_mapping.toml", SEND_MAPPING)
+        return write(name, "\n".join(lines) + "\n")
+
+    return events_csv
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a results file, JSONL or CSV by extension, as dicts of text/values."""
+    text = Path(path).read_text(encoding="utf-8")
+    if str(path).endswith(".csv"):
+        return list(csv.DictReader(io.StringIO(text, newline="")))
+    return [json.loads(line) for line in text.splitlines()]
