@@ -149,14 +149,45 @@ STATUSES = tuple(s.value for s in Status)
 TAIL_BYTES = 1 << 20
 
 
+RECORD_SCHEMA = {
+    "source": pl.String,
+    "row": pl.Int64,
+    "status": pl.String,
+    "http_status": pl.Int64,
+    "error": pl.String,
+    "message": pl.String,
+    "attempts": pl.Int64,
+    "entry_id": pl.String,
+    "payload": pl.String,
+}
+READ_BATCH_ROWS = 50_000
+
+
 def read_results(path: str) -> Iterator[pl.DataFrame]:
     """The records of a results file as frames with the SPEC fields (row numbers as ints).
 
     A line that is not a record is a ResultsFileError naming it: a results file decides
-    what gets sent again, so it is never guessed at.
+    what gets sent again, so it is never guessed at. JSONL files this tool wrote are read by
+    Polars' own JSON reader; anything it cannot read goes to the slower line-by-line reader,
+    which names the first bad line.
     """
     if os.path.isfile(path) and os.path.getsize(path) == 0:
         return  # a run that stopped before its first record
+    if is_csv(path) or not os.path.isfile(path):
+        yield from _read_line_by_line(path)
+        return
+    try:
+        lazy = pl.scan_ndjson(path, schema=RECORD_SCHEMA)
+        for frame in lazy.collect_batches(chunk_size=READ_BATCH_ROWS):
+            yield _checked_records(path, frame.with_columns(pl.lit(None).alias(MALFORMED)))
+    except (pl.exceptions.PolarsError, _NoLineNumbers):
+        for _ in _read_line_by_line(path):  # raises, naming the line
+            pass
+        raise ResultsFileError(f"{path}: not a results file") from None
+
+
+def _read_line_by_line(path: str) -> Iterator[pl.DataFrame]:
+    """Records read through the input reader, which keeps every line's number."""
     try:
         inp = open_input(path, "csv" if is_csv(path) else "jsonl")
     except InputError as exc:
@@ -175,6 +206,10 @@ def read_results(path: str) -> Iterator[pl.DataFrame]:
         inp.close()
 
 
+class _NoLineNumbers(Exception):
+    """A bad record found by the fast reader, which cannot say on which line."""
+
+
 def _checked_records(path: str, frame: pl.DataFrame) -> pl.DataFrame:
     """A batch of records with typed fields, or an error naming the first bad line."""
     texts = [f for f in FIELDS if f not in INT_FIELDS]
@@ -189,6 +224,8 @@ def _checked_records(path: str, frame: pl.DataFrame) -> pl.DataFrame:
         | ~pl.col("status").is_in(STATUSES).fill_null(False)
     )
     if not bad.is_empty():
+        if ROW not in bad.columns:
+            raise _NoLineNumbers
         line = bad[ROW][0]
         line += 1 if is_csv(path) else 0  # CSV records are numbered after the header line
         why = bad[MALFORMED][0] or "missing source, row or status"

@@ -56,6 +56,7 @@ class Summary:
     elapsed: float = 0.0
     stopped: str | None = None  # why the run stopped early, if it did
     settled: tuple[float, float] | None = None  # --concurrency auto: (limit, requests/s)
+    resume_command: str | None = None  # shown when the run stopped early
     answered_by_id: Counter[str] = field(default_factory=Counter)
     not_found_by_id: Counter[str] = field(default_factory=Counter)
     answered_by_key: Counter[str] = field(default_factory=Counter)
@@ -244,6 +245,7 @@ class Summary:
             "settled_rate": round(self.settled[1], 1) if self.settled else None,
             "diagnosis": self.diagnosis(),
             "retry_command": self.retry_command(),
+            "resume_command": self.resume_command if self.stopped else None,
             "not_found_by_embeddable_id": self.not_found_table("id"),
             "not_found_by_identifier_key": self.not_found_table("key"),
             "not_found_double_escaped": self.double_escaped,
@@ -310,8 +312,9 @@ def render_text(data: dict[str, Any], style: Style = plain) -> str:
         width = max(len(e) for e in data["by_error"])
         lines += [f"  {e:<{width}} {c:>10,}" for e, c in data["by_error"].items()]
     rate = data["requests_per_second"]
+    took = f" in {data['elapsed_seconds']:.1f} s" if data["elapsed_seconds"] else ""
     lines.append(
-        f"Requests: {data['requests']:,} in {data['elapsed_seconds']:.1f} s"
+        f"Requests: {data['requests']:,}{took}"
         + (f" ({rate:,.0f}/s)" if rate else "")
         + f"; retries: {data['retries']:,}; ambiguous retries: {data['ambiguous_retries']:,}"
     )
@@ -328,6 +331,8 @@ def render_text(data: dict[str, Any], style: Style = plain) -> str:
     lines += [f"{style('404 diagnosis:', 'note')} {line}" for line in data["diagnosis"]]
     if data["stopped"]:
         lines.append(f"{style('Stopped early:', 'bad')} {data['stopped']}")
+        if data.get("resume_command"):
+            lines.append(f"Continue it with: {style(data['resume_command'], 'heading')}")
     lines.append(f"Results: {data['results']}")
     if data["retry_command"]:
         lines.append(f"Re-run what did not go through: {style(data['retry_command'], 'heading')}")
