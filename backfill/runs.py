@@ -22,7 +22,7 @@ import polars as pl
 
 from backfill import pipeline
 from backfill.codes import Status
-from backfill.errors import ExitCode, ResultsFileError, UsageError
+from backfill.errors import ExitCode, MappingError, ResultsFileError, UsageError
 from backfill.inputs import InputFile
 from backfill.mapping import Mapping
 from backfill.results import (
@@ -41,6 +41,7 @@ from backfill.sender import Item, Job, SendOptions, Target, is_loopback, items_o
 from backfill.summary import Summary
 
 Progress = Callable[[Summary], None] | None
+PLACEHOLDER_PREFIX = "REPLACE_WITH_"  # what init writes where it could not guess
 RETRY_BATCH = 10_000
 
 
@@ -74,6 +75,7 @@ def run_send(run: SendRun, on_progress: Progress = None) -> tuple[Summary, ExitC
     assert run.mapping is not None
     if not run.inputs:
         raise UsageError("no input given")
+    _refuse_placeholders(run.mapping)
     if "-" in run.inputs and run.resume:
         raise UsageError("--resume needs input files: stdin cannot be read again")
     identity = {
@@ -95,6 +97,7 @@ def run_retry(run: RetryRun, on_progress: Progress = None) -> tuple[Summary, Exi
         raise ResultsFileError(f"{run.from_results}: no such results file")
     if Path(run.results_path).exists() and source.samefile(run.results_path):
         raise UsageError(f"{run.results_path}: retry never writes over the results file it reads")
+    _refuse_placeholders(run.mapping)
     if Status.INVALID in run.statuses and run.mapping is None:
         raise UsageError(
             "invalid rows were never sent and have no payload: give -m MAPPING INPUT... to"
@@ -124,6 +127,18 @@ def run_retry(run: RetryRun, on_progress: Progress = None) -> tuple[Summary, Exi
             " give the inputs exactly as the first run did"
         )
     return _send(run, identity, summary, inputs, selected.mask, on_progress)
+
+
+def _refuse_placeholders(mapping: Mapping | None) -> None:
+    """A mapping that init left a placeholder in would send every row to nobody."""
+    if mapping is None:
+        return
+    for source in mapping.sources():
+        if source.value is not None and source.value.startswith(PLACEHOLDER_PREFIX):
+            raise MappingError(
+                f"{mapping.path}: {source.where} is still the placeholder '{source.value}'"
+                " that init wrote: fill it in before sending"
+            )
 
 
 def _common_identity(run: SendRun) -> dict[str, object]:

@@ -298,3 +298,14 @@ def test_mapping_values_are_names_not_code(run: Run, key_env: None, write: Write
     assert result.exit_code == 2
     assert "is not in events.csv" in result.stderr
     assert not Path("pwned").exists()
+
+
+def test_send_refuses_a_placeholder_that_init_left(run: Run, key_env: None, write: Write) -> None:
+    write("p.toml", MAPPING.replace('"flow_id"', '{ value = "REPLACE_WITH_EMBEDDABLE_ID" }'))
+    result = run("send", "events.csv", "-m", "p.toml", "--project-id", "pr_1", "-o", "r.jsonl")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error: p.toml: fields.embeddable_id is still the placeholder"
+        " 'REPLACE_WITH_EMBEDDABLE_ID' that init wrote: fill it in before sending\n"
+    )
+    assert not Path("r.jsonl").exists()
