@@ -7,10 +7,13 @@ which rows are valid or what their payloads are.
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import polars as pl
 
@@ -22,6 +25,9 @@ from backfill.report import ValidationReport
 from backfill.tables import TableWriter
 
 INVALID_OUT_FIRST = ["source", "row", "reason", "message"]
+VALIDATING_AT_ONCE = 2  # batches validated side by side (and so held in memory at once)
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass
@@ -39,6 +45,13 @@ def open_inputs(paths: Sequence[str], mapping: Mapping, fmt: str | None = None) 
         raise InputError("no input given")
     if sum(1 for p in paths if p == "-") > 1:
         raise InputError("-: stdin can be given only once")
+    files = [p for p in paths if p != "-" and Path(p).is_file()]
+    for i, path in enumerate(files):
+        for earlier in files[:i]:
+            if Path(path).samefile(earlier):
+                raise InputError(
+                    f"{path}: given twice (as {earlier}); every row would be sent twice"
+                )
     opened: list[InputFile] = []
     try:
         for path in paths:
@@ -84,14 +97,54 @@ def checked_batches(
     now = datetime.now(UTC)
     wanted = mapping.columns_used()
     for inp in inputs:
+
+        def check(rows: pl.DataFrame, source: str = inp.name) -> CheckedBatch:
+            return CheckedBatch(source, rows, build_payloads(rows, mapping, now, bodies))
+
         try:
-            for rows in read_ahead(batches(inp, wanted)):
-                if keep is not None:
-                    rows = rows.filter(keep(inp.name, rows[ROW]))
-                if rows.height:
-                    yield CheckedBatch(inp.name, rows, build_payloads(rows, mapping, now, bodies))
+            yield from in_order(check, _kept(read_ahead(batches(inp, wanted)), inp.name, keep))
         finally:
             inp.close()
+
+
+def _kept(
+    frames: Iterator[pl.DataFrame],
+    source: str,
+    keep: Callable[[str, pl.Series], pl.Series] | None,
+) -> Iterator[pl.DataFrame]:
+    """The frames with only the rows ``keep`` picks, empty ones left out."""
+    for rows in frames:
+        if keep is not None:
+            rows = rows.filter(keep(source, rows[ROW]))
+        if rows.height:
+            yield rows
+
+
+def in_order(
+    work: Callable[[T], R], items: Iterator[T], at_once: int = VALIDATING_AT_ONCE
+) -> Iterator[R]:
+    """``work(item)`` for each item, yielded in order, with up to ``at_once`` done side by side.
+
+    Polars releases the GIL while it computes, so batches are validated on several cores.
+    When reading fails, the batches read before are still handed over first, as they
+    would be one by one.
+    """
+    with ThreadPoolExecutor(max_workers=at_once, thread_name_prefix="backfill-check") as pool:
+        running: deque[Future[R]] = deque()
+        while True:
+            try:
+                item = next(items)
+            except StopIteration:
+                break
+            except Exception:
+                while running:
+                    yield running.popleft().result()
+                raise
+            running.append(pool.submit(work, item))
+            if len(running) >= at_once:
+                yield running.popleft().result()
+        while running:
+            yield running.popleft().result()
 
 
 class InvalidOut:

@@ -89,6 +89,7 @@ class ResultsWriter:
             raise exists_error(path) from None
         except OSError as exc:
             raise ResultsFileError(f"{path}: cannot write: {exc.strerror}") from None
+        os.fchmod(self.fd, 0o600)  # also when --overwrite reuses a file made readable to others
         self.last_sync = time.monotonic()
         if self.csv and os.fstat(self.fd).st_size == 0:
             self._write(_csv_line(FIELDS))

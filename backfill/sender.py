@@ -12,9 +12,11 @@ import asyncio
 import contextlib
 import ipaddress
 import json
+import math
 import random
 import signal
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +52,9 @@ class Target:
     base_url: str
     project_id: str
     api_key: str = field(repr=False)
+
+    def __post_init__(self) -> None:
+        register(self.api_key)  # masked from every output, however the Target was made
 
     @property
     def events_url(self) -> str:
@@ -88,11 +93,18 @@ def check_target(base_url: str, project_id: str | None, api_key: str | None) -> 
         raise CredentialsError(
             "no API key: set EMBEDDABLES_API_KEY or give --api-key-file (keys start with rk_)"
         )
+    api_key = api_key.strip()
     if not api_key.startswith("rk_"):
         raise CredentialsError("the API key does not start with rk_: Embeddables keys are rk_...")
+    if not api_key.isprintable() or any(c.isspace() for c in api_key):
+        raise CredentialsError("the API key holds spaces or control characters: check its source")
     if not project_id:
         raise CredentialsError("no project id: give --project-id or set EMBEDDABLES_PROJECT_ID")
     parts = urlsplit(base_url)
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number from 0 to 65535
+    except ValueError:
+        raise CredentialsError(f"{base_url}: the port is not a number from 1 to 65535") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise CredentialsError(f"{base_url}: not an http(s) URL")
     if parts.scheme == "http" and not is_loopback(parts.hostname):
@@ -224,7 +236,11 @@ class Sender:
         while (job := await queue.get()) is not None:
             if self.stopping.is_set():
                 continue  # not sent, not recorded: a resumed run sends it
-            record = await self._deliver(session, job)
+            try:
+                record = await self._deliver(session, job)
+            except Exception as exc:  # a bug: stop cleanly rather than hang the queue
+                self.stop(redact(f"unexpected {type(exc).__name__}: {exc}"))
+                continue
             if record is not None:
                 self._record(record, job.embeddable_id, job.identifier_key)
 
@@ -234,6 +250,8 @@ class Sender:
         ambiguous = 0
         while True:
             await self.limiter.wait()
+            if self.stopping.is_set():
+                return None  # stopped while waiting for a start slot: not sent now
             attempts += 1
             attempt = await self._attempt(session, job.payload)
             self.summary.requests += 1
@@ -250,7 +268,12 @@ class Sender:
             if attempt.ambiguous:
                 ambiguous += 1
                 self.summary.ambiguous_retries += 1
-            await asyncio.sleep(self._backoff(attempts, attempt.retry_after))
+            await self._pause(self._backoff(attempts, attempt.retry_after))
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep before a retry, cut short by a stop."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
 
     async def _attempt(self, session: aiohttp.ClientSession, payload: str) -> Attempt:
         """One POST, under the adaptive limit when there is one."""
@@ -271,7 +294,7 @@ class Sender:
             async with session.post(
                 self.url, data=payload.encode(), headers=self.headers, allow_redirects=False
             ) as response:
-                body = await response.content.read(MAX_RESPONSE_BYTES)
+                body = await _read_capped(response)
                 return Attempt(response.status, body, _retry_after(response.headers))
         except TimeoutError:
             return Attempt(None, error=TIMEOUT, detail="no answer in time", ambiguous=True)
@@ -329,6 +352,19 @@ def _key_message(status: int) -> str:
     )
 
 
+async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
+    """The body of an answer, read to its end or to MAX_RESPONSE_BYTES, whichever is first."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < MAX_RESPONSE_BYTES:
+        chunk = await response.content.read(MAX_RESPONSE_BYTES - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
 def _retry_after(headers: object) -> float | None:
     """Seconds from a Retry-After header (seconds or an HTTP date), capped."""
     value = getattr(headers, "get", lambda _: None)("Retry-After")
@@ -341,6 +377,8 @@ def _retry_after(headers: object) -> float | None:
             seconds = parsedate_to_datetime(value).timestamp() - time.time()
         except (TypeError, ValueError):
             return None
+    if not math.isfinite(seconds):
+        return None
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
@@ -441,6 +479,9 @@ async def _main(
 @contextlib.contextmanager
 def _signals_stop(sender: Sender) -> Iterator[None]:
     """SIGINT/SIGTERM stop the run cleanly; a second one cancels what is still in flight."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals reach only the main thread; a library caller handles them itself
+        return
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
 

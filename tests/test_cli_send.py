@@ -214,12 +214,6 @@ def test_unsafe_or_malformed_servers_are_refused(
     assert not Path("events.results.jsonl").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="EMBEDDABLES_API_KEY is used unstripped (the key file is stripped): a key ending in"
-    " \\r (a CRLF .env file) crashes at the first request with 'error: unexpected ValueError'",
-)
 def test_a_key_with_a_stray_line_end_from_the_environment(
     run: Run, loopback: Loopback, events_csv: Callable[..., str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -236,13 +230,6 @@ def test_a_key_with_a_stray_line_end_from_the_environment(
         assert len(sandbox.state.received) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="check_target never reads the URL's port: --base-url http://127.0.0.1:99999 is"
-    " accepted, then every row fails as an ambiguous CONNECTION_ERROR (InvalidUrlClientError)"
-    " after all its retries",
-)
 @pytest.mark.parametrize("base_url", ["http://127.0.0.1:99999", "https://127.0.0.1:http"])
 def test_a_malformed_port_is_refused_before_sending(
     base_url: str, run: Run, events_csv: Callable[..., str], monkeypatch: pytest.MonkeyPatch
@@ -255,12 +242,6 @@ def test_a_malformed_port_is_refused_before_sending(
     assert not Path("events.results.jsonl").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="an input given twice (or under two names) is read and sent twice, and its rows get"
-    " two records with the same (source, row)",
-)
 @pytest.mark.parametrize("second", ["events.csv", "./events.csv"])
 def test_the_same_input_twice_is_refused(
     second: str,

@@ -146,12 +146,6 @@ def test_results_file_is_private(
     assert stat.S_IMODE(os.stat(name).st_mode) == 0o600
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="--overwrite truncates an existing results file with O_TRUNC and keeps its mode:"
-    " a results file left world-readable stays so (0o600 applies only at creation)",
-)
 def test_an_overwritten_results_file_is_private(
     umask: None, run: Run, loopback: Loopback, events_csv: Callable[..., str]
 ) -> None:

@@ -284,12 +284,6 @@ def test_any_200_body_is_sent(
     assert (record["status"], record["entry_id"]) == ("sent", entry_id)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="sender reads a 200 answer with one content.read(64 KiB), which returns only what is"
-    " buffered: the entry_id of an answer that arrives in two chunks is lost",
-)
 def test_entry_id_of_an_answer_in_chunks_is_kept(
     run: Run, loopback: Loopback, events_csv: Callable[..., str]
 ) -> None:
@@ -431,12 +425,6 @@ def test_unusable_retry_after_values_still_retry_promptly(
     assert hits.times[1] - hits.times[0] < 1.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="Retry-After: nan parses as float('nan') and becomes the backoff sleep: the retry"
-    " stalls until an unrelated timer fires (about 15 s, aiohttp's keep-alive timer)",
-)
 @pytest.mark.parametrize("value", ["nan", "NaN", "-nan"])
 def test_a_nan_retry_after_is_not_a_delay(value: str) -> None:
     # Checked at the parser: a sender stalled by it cannot be bounded from inside the run.
@@ -541,12 +529,6 @@ def test_a_key_revoked_mid_run_keeps_what_was_final(
     assert len(hits.bodies) == 11
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="after a 401 stops the run, workers already waiting for a --rate slot (or a backoff)"
-    " still send their request: with --rate 2 --concurrency 4, 4 requests over 1.5 s",
-)
 def test_a_rejected_key_sends_nothing_more_under_a_rate_cap(
     run: Run, loopback: Loopback, events_csv: Callable[..., str]
 ) -> None:
@@ -639,12 +621,6 @@ def test_ambiguous_retries_bound_the_duplicates(loopback: Loopback, tmp_path: Pa
     assert {row for row, r in by_row.items() if r["status"] == "sent"} <= set(arrived)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="send() always installs SIGINT/SIGTERM handlers with loop.add_signal_handler, which"
-    " raises RuntimeError outside the main thread: the core cannot run in a worker thread",
-)
 def test_the_core_runs_outside_the_main_thread(loopback: Loopback, tmp_path: Path) -> None:
     sandbox = loopback.sandbox()
     outcome: list[BaseException | Summary] = []
@@ -733,12 +709,6 @@ def test_a_signal_stops_the_run_with_complete_results(
     assert "Traceback" not in err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(subprocess.TimeoutExpired, AssertionError),
-    reason="a stop does not wake a worker sleeping out a Retry-After/backoff: Ctrl-C waits up to"
-    " 300 s and then sends one more request",
-)
 def test_a_signal_during_a_long_retry_after_stops_promptly(
     loopback: Loopback, events_csv: Callable[..., str]
 ) -> None:
@@ -764,13 +734,6 @@ def test_a_signal_during_a_long_retry_after_stops_promptly(
     assert sum(row_of(json.loads(body)) == 1 for body in hits.bodies) == 1  # no retry after
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=subprocess.TimeoutExpired,
-    reason="an exception a worker does not expect (here aiohttp's ValueError for a key holding"
-    " a line break) kills that worker; the producer then blocks on the full queue forever:"
-    " the run hangs silently and two Ctrl-C do not end it",
-)
 def test_an_unexpected_worker_error_ends_the_run_instead_of_hanging(
     loopback: Loopback, events_csv: Callable[..., str]
 ) -> None:
