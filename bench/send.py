@@ -357,10 +357,12 @@ class Best:
         good = [run for run in self.runs if run.ok]
         if not good:
             return None
-        best = max(good, key=lambda run: run.rate_sending)
-        # Peak RSS: the smallest of the rounds, as bench/measure.py's best_of takes it.
-        best.rss_mib = min(run.rss_mib for run in good)
-        return best
+        return max(good, key=lambda run: run.rate_sending)
+
+    @property
+    def rss_mib(self) -> float:
+        """Peak RSS: the smallest of the rounds, as bench/measure.py's best_of takes it."""
+        return min((run.rss_mib for run in self.runs if run.ok), default=float("nan"))
 
     def spread(self) -> str:
         rates = sorted(run.rate_sending for run in self.runs if run.ok)
@@ -630,7 +632,7 @@ def print_report(results: dict[str, Best], big_run: Run | None) -> None:
         if run is None:
             print(f"  {best.label:<34} failed: {best.runs[-1].error if best.runs else '-'}")
             continue
-        print(table_line(run, best.spread()))
+        print(table_line(run, best.spread(), best.rss_mib))
     if big_run is not None:
         print(table_line(big_run, "") if big_run.ok else f"  {big_run.label:<34} {big_run.error}")
     print()
@@ -675,14 +677,20 @@ def print_report(results: dict[str, Best], big_run: Run | None) -> None:
     )
     big_rss = big_run.rss_mib if big_run is not None and big_run.ok else None
     print(
-        ratio_line("backfill RSS 1m rows / 100k rows", div(big_rss, get(a, "rss_mib")), True, 1.3)
+        ratio_line(
+            "backfill RSS 1m rows / 100k rows",
+            div(big_rss, results["backfill"].rss_mib if a else None),
+            True,
+            1.3,
+        )
     )
 
 
-def table_line(run: Run, spread: str) -> str:
+def table_line(run: Run, spread: str, rss_mib: float | None = None) -> str:
+    rss = run.rss_mib if rss_mib is None else rss_mib
     return (
         f"  {run.label:<34} {run.wall_s:7.2f} {run.rate_sending:8,.0f} {run.rate_wall:8,.0f}"
-        f" {run.cpu_us:7.0f} {run.sink_cpu_us:8.0f} {run.rss_mib:9.1f} {run.load:5.1f}  {spread}"
+        f" {run.cpu_us:7.0f} {run.sink_cpu_us:8.0f} {rss:9.1f} {run.load:5.1f}  {spread}"
     )
 
 
