@@ -1,0 +1,1 @@
+"""Fault-injection runs of the whole send pipeline against the sandbox (``pytest -m chaos``)."""
