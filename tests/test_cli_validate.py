@@ -436,10 +436,13 @@ def test_jsonl_columns_come_from_the_first_lines(
     )
 
 
-def test_same_file_twice_counts_twice(data: Path, run: Run) -> None:
-    report = report_of(run("validate", "valid.csv", "valid.csv", "-m", "mapping.toml", "--json"))
-    assert report["sources"] == ["valid.csv", "valid.csv"]
-    assert (report["rows"], report["valid"]) == (6, 6)
+def test_same_file_twice_is_refused(data: Path, run: Run) -> None:
+    # validate and send share the check: sending a file twice would send every row twice.
+    result = run("validate", "valid.csv", "./valid.csv", "-m", "mapping.toml", "--json")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error: ./valid.csv: given twice (as valid.csv); every row would be sent twice\n"
+    )
 
 
 # A corpus of broken inputs: a one-line error or invalid rows, never a traceback.
