@@ -137,14 +137,14 @@ def _open_delimited(
 ) -> InputFile:
     """Read the header record of a CSV/TSV input."""
     buf = first
-    end = _record_end(buf, quoted=True, first_only=True)
+    end = _first_record_end(buf)
     while end < 0:
         more = _read(stream, name, 0)
         if not more:
             end = len(buf)
             break
         buf += more
-        end = _record_end(buf, quoted=True, first_only=True)
+        end = _first_record_end(buf)
     try:
         header_text = buf[:end].decode("utf-8")
     except UnicodeDecodeError:
@@ -185,24 +185,26 @@ def _open_jsonl(name: str, stream: BinaryIO, size: int | None, first: bytes) -> 
     return InputFile(name, "jsonl", list(keys), stream, size, pending=first)
 
 
-def _record_end(buf: bytes, quoted: bool, first_only: bool = False) -> int:
-    """Index of the newline that ends the first (or last) whole record in buf, or -1.
+def _first_record_end(buf: bytes) -> int:
+    """Index of the newline that ends the first whole record in buf, or -1.
 
     A newline ends a record when the quotes before it are balanced; the parity is carried
-    from one candidate to the next so a whole block is scanned once, not once per line.
+    from one candidate to the next so a block is scanned once, not once per line.
     """
+    pos, parity, start = buf.find(b"\n"), 0, 0
+    while pos >= 0:
+        parity = (parity + buf.count(b'"', start, pos)) % 2
+        if parity == 0:
+            return pos
+        start, pos = pos, buf.find(b"\n", pos + 1)
+    return -1
+
+
+def _last_record_end(buf: bytes, quoted: bool, limit: int) -> int:
+    """Index of the newline that ends the last whole record in buf[:limit], or -1."""
+    pos = buf.rfind(b"\n", 0, limit)
     if not quoted:
-        return buf.find(b"\n") if first_only else buf.rfind(b"\n")
-    if first_only:
-        pos, parity = buf.find(b"\n"), 0
-        start = 0
-        while pos >= 0:
-            parity = (parity + buf.count(b'"', start, pos)) % 2
-            if parity == 0:
-                return pos
-            start, pos = pos, buf.find(b"\n", pos + 1)
-        return -1
-    pos = buf.rfind(b"\n")
+        return pos
     parity = buf.count(b'"', 0, pos) % 2 if pos >= 0 else 0
     while pos >= 0 and parity:
         prev = buf.rfind(b"\n", 0, pos)
@@ -211,8 +213,12 @@ def _record_end(buf: bytes, quoted: bool, first_only: bool = False) -> int:
     return pos
 
 
-def _chunks(inp: InputFile) -> Iterator[bytes]:
-    """Record-aligned byte chunks of at most about BATCH_BYTES; the last may lack a newline."""
+def _chunks(inp: InputFile) -> Iterator[tuple[bytes, bool]]:
+    """Record-aligned byte chunks of at most about BATCH_BYTES; the last may lack a newline.
+
+    Each comes with whether it was cut where its quotes are known to pair up, so that
+    they need not be counted again.
+    """
     quoted = inp.format != "jsonl"
     buf, inp.pending = inp.pending, b""
     eof = False
@@ -221,9 +227,10 @@ def _chunks(inp: InputFile) -> Iterator[bytes]:
             more = _read(inp.stream, inp.name, inp.rows_read)
             eof, buf = not more, buf + more
             continue
-        end = _record_end(buf[:BATCH_BYTES], quoted)
+        end = _last_record_end(buf, quoted, BATCH_BYTES)
         if end < 0:
-            end = _record_end(buf, quoted)  # one record longer than a batch
+            end = _last_record_end(buf, quoted, len(buf))  # one record longer than a batch
+        balanced = quoted and end >= 0
         if end < 0 and len(buf) > MAX_PENDING_BYTES:
             # A quote that never closes would make the whole rest of the file one record:
             # cut anyway; the odd quote count marks the chunk for recovery.
@@ -233,19 +240,19 @@ def _chunks(inp: InputFile) -> Iterator[bytes]:
             eof, buf = not more, buf + more
             continue
         cut = len(buf) if end < 0 else end + 1
-        yield buf[:cut]
+        yield buf[:cut], balanced
         buf = buf[cut:]
 
 
 def batches(inp: InputFile, columns: Sequence[str] = ()) -> Iterator[pl.DataFrame]:
     """Frames of rows, numbered from 1 per input; JSONL yields ``columns`` plus the line."""
     number = 0  # records so far (CSV) or lines so far (JSONL)
-    for chunk in _chunks(inp):
+    for chunk, balanced in _chunks(inp):
         if inp.format == "jsonl":
             frame = _jsonl_frame(chunk, number, columns)
             number += chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
         else:
-            frame = _delimited_frame(chunk, inp, number)
+            frame = _delimited_frame(chunk, inp, number, balanced)
             number += frame.height
         inp.rows_read += frame.height
         if frame.height:
@@ -333,9 +340,11 @@ def _field_counts(lines: pl.Series, frame: pl.DataFrame, sep: str) -> pl.Series:
     return counts.scatter(quoted, counts.gather(quoted) - inside.to_series())
 
 
-def _delimited_frame(chunk: bytes, inp: InputFile, rows_before: int) -> pl.DataFrame:
+def _delimited_frame(
+    chunk: bytes, inp: InputFile, rows_before: int, balanced: bool = False
+) -> pl.DataFrame:
     """Parse a CSV/TSV chunk with Polars, falling back to the csv module for broken chunks."""
-    if chunk.count(b'"') % 2:
+    if not balanced and chunk.count(b'"') % 2:
         return _unterminated(chunk, inp, rows_before)
     sep = SEPARATORS[inp.format]
     try:
@@ -354,20 +363,45 @@ def _delimited_frame(chunk: bytes, inp: InputFile, rows_before: int) -> pl.DataF
         return _delimited_slow(chunk, inp, rows_before)  # bad bytes or a stray quote
     if lines is None or frame.height != len(lines):
         return _delimited_slow(chunk, inp, rows_before)  # a quoted field spans lines
-    if not _quotes_well_formed(lines, sep):
-        return _delimited_slow(chunk, inp, rows_before)  # read stray quotes one way only
     frame.columns = inp.columns
-    fields = _field_counts(lines, frame, sep)
-    expected = len(inp.columns)
-    ragged = pl.lit(None, pl.String)
-    if (fields != expected).any():
-        message = pl.format("expected {} fields, found {}", pl.lit(expected), fields)
-        ragged = pl.when(fields != expected).then(message)
-    frame = frame.with_columns(ragged.alias(MALFORMED))
+    if _all_plain(lines, frame, sep):
+        frame = frame.with_columns(pl.lit(None, pl.String).alias(MALFORMED))
+    elif _quotes_well_formed(lines, sep):
+        frame = frame.with_columns(_ragged(lines, frame, sep).alias(MALFORMED))
+    else:
+        return _delimited_slow(chunk, inp, rows_before)  # read stray quotes one way only
     blank = lines.str.len_bytes() == 0
     if blank.any():
         frame = frame.filter(~blank)
     return _number(frame, rows_before)
+
+
+def _all_plain(lines: pl.Series, frame: pl.DataFrame, sep: str) -> bool:
+    """Whether every line is blank or one record of exactly the header's fields, quoted by the book.
+
+    Most chunks are, and that is cheap to prove: a line without quotes is its values joined
+    by separators, so its length gives their number; only lines with quotes need a pattern.
+    Other chunks have their quotes checked and their fields counted line by line.
+    """
+    length = lines.str.len_bytes().cast(pl.Int64)
+    values = frame.select(pl.sum_horizontal(pl.all().str.len_bytes().cast(pl.Int64))).to_series()
+    quoted = lines.str.contains('"', literal=True)
+    plain = (length == 0) | (~quoted & (length - values == frame.width - 1))
+    if plain.all():
+        return True
+    field = _field_pattern(sep)
+    record = f"^{field}(?:{_escaped(sep)}{field}){{{frame.width - 1}}}\r?$"
+    return bool(lines.filter(~plain).str.contains(record).all())
+
+
+def _ragged(lines: pl.Series, frame: pl.DataFrame, sep: str) -> pl.Expr:
+    """A message for each record without the header's number of fields, else null."""
+    fields = _field_counts(lines, frame, sep)
+    expected = frame.width
+    if not (fields != expected).any():
+        return pl.lit(None, pl.String)
+    message = pl.format("expected {} fields, found {}", pl.lit(expected), fields)
+    return pl.when(fields != expected).then(message)
 
 
 def _quotes_well_formed(lines: pl.Series, sep: str) -> bool:
@@ -379,9 +413,19 @@ def _quotes_well_formed(lines: pl.Series, sep: str) -> bool:
     quoted = lines.filter(lines.str.contains('"', literal=True))
     if quoted.is_empty():
         return True
-    s = "\\t" if sep == "\t" else sep
-    field = f'(?:"(?:[^"]|"")*"|[^"{s}]*)'
+    field, s = _field_pattern(sep), _escaped(sep)
     return bool(quoted.str.contains(f"^{field}(?:{s}{field})*\r?$").all())
+
+
+def _field_pattern(sep: str) -> str:
+    """A regular expression for one field: quoted by the book, or without quotes."""
+    s = _escaped(sep)
+    return f'(?:"(?:[^"]|"")*"|[^"{s}]*)'
+
+
+def _escaped(sep: str) -> str:
+    """A separator as written in a regular expression."""
+    return "\\t" if sep == "\t" else sep
 
 
 def _unterminated(chunk: bytes, inp: InputFile, rows_before: int) -> pl.DataFrame:

@@ -46,6 +46,7 @@ IDENT = "__ident"
 PROPS = "__props"
 BAD_METRIC = "__bad_metric"
 BAD_JSON = "__bad_json"
+BAD_NAME = "__bad_name"
 ASSUMED = Repair.TIMEZONE_ASSUMED.value
 
 # Each stage adds columns computed from columns of the previous stage. Referring to
@@ -68,22 +69,24 @@ def build_payloads(
     frame = batch.select(ROW, MALFORMED, *inputs).with_columns(
         _text(mapping.embeddable_id).alias(EMBEDDABLE_ID),
         _text(mapping.timestamp).alias(TS_TEXT),
-        _text(mapping.event_name).alias(NAME_TEXT),
         _text(mapping.identifier_key).alias(IDENTIFIER_KEY),
         _text(mapping.identifier_value).alias(VALUE_TEXT),
     )
     frame = _with_time(frame, mapping)
-    frame = per_distinct(frame, [NAME_TEXT], lambda t: _with_event_name(t, mapping))
-    frame = _with_identifier(frame, mapping)
-    frame = _with_props(frame, mapping)
-    frame = frame.with_columns(_reason(mapping, now).alias(REASON))
+    name = mapping.event_name
+    names = [] if name.column is None else [_in(name.column)]
+    frame = per_distinct(frame, names, lambda t: _with_event_name(t, mapping))
+    frame = _with_identifier(frame, mapping, normalized=bodies)
+    frame = _with_props(frame, mapping, members=bodies)
+    frame = _with_reason(frame, mapping, now)
     if bodies:
         frame = _with_body(frame, mapping)
     else:
         frame = frame.with_columns(pl.lit(None, pl.String).alias(PAYLOAD))
-    out = frame.select(
+    return frame.select(
         ROW,
         REASON,
+        MESSAGE,
         PAYLOAD,
         EMBEDDABLE_ID,
         EVENT_NAME,
@@ -91,11 +94,6 @@ def build_payloads(
         TIME,
         *_repair_flags(mapping),
     )
-    # Messages are built for the few invalid rows only, then joined back by row number.
-    invalid = frame.filter(pl.col(REASON).is_not_null())
-    messages = invalid.select(ROW, _message(mapping).alias(MESSAGE))
-    out = out.join(messages, on=ROW, how="left", maintain_order="left")
-    return out.select(ROW, REASON, MESSAGE, pl.exclude(ROW, REASON, MESSAGE))
 
 
 def per_distinct(
@@ -108,8 +106,44 @@ def per_distinct(
     """
     if not keys:
         return stage(frame)
-    table = stage(frame.select(keys).unique())
-    return frame.join(table, on=keys, how="left", nulls_equal=True, maintain_order="left")
+    return _looked_up(frame, keys, stage(frame.select(keys).unique()))
+
+
+def per_subset(
+    frame: pl.DataFrame,
+    wanted: pl.Expr,
+    stage: Callable[[pl.DataFrame], pl.DataFrame],
+    columns: list[str] | None = None,
+) -> pl.DataFrame:
+    """Run a stage on the rows ``wanted`` selects (and ``columns``, default all) only.
+
+    Polars string functions pay for every row, null or not, so work that only some rows
+    need (unusual timestamps, quoted identifiers, invalid rows) is done on those rows alone;
+    the columns it adds are put back in place, null on the other rows.
+    """
+    mask = frame.select(wanted).to_series()
+    part = frame if columns is None else frame.select(columns)
+    part = stage(part.filter(mask))
+    rows = mask.arg_true()
+    added = [c for c in part.columns if c not in frame.columns]
+    return frame.with_columns(_spread(part[c], rows, frame.height) for c in added)
+
+
+def _spread(values: pl.Series, rows: pl.Series, height: int) -> pl.Series:
+    """A column of ``height`` nulls with ``values`` at the positions ``rows``."""
+    nulls = pl.repeat(None, height, dtype=values.dtype, eager=True)
+    return nulls.alias(values.name).scatter(rows, values)
+
+
+def _looked_up(frame: pl.DataFrame, keys: list[str], table: pl.DataFrame) -> pl.DataFrame:
+    """Add the other columns of ``table`` (unique on ``keys``), matched on ``keys``.
+
+    Only the keys go through the join: the frame's own columns are kept as they are.
+    """
+    found = frame.select(keys).join(
+        table, on=keys, how="left", nulls_equal=True, maintain_order="left"
+    )
+    return frame.with_columns(found.drop(keys).get_columns())
 
 
 def _in(column: str) -> str:
@@ -140,36 +174,17 @@ def _with_time(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
 
     Polars reads ``%Y-%m-%dT%H:%M:%S`` several times faster than any pattern with ``%.f`` or
     ``%z``, so ISO times are read by that pattern on their first 19 characters, with the
-    fraction and offset taken apart by slicing. Values of other shapes go to the slower
-    general patterns, and each parser sees only the rows meant for it (a null costs nothing).
+    fraction and offset read apart. Values of other shapes go to the slower general
+    patterns, and each parser sees only the rows meant for it.
     """
     text = pl.col(TS_TEXT)
-    spaced = text.str.slice(10, 1) == " "
-    t_joined = pl.when(spaced).then(text.str.slice(0, 10) + pl.lit("T") + text.str.slice(11))
+    spaced = pl.when(text.str.slice(10, 1) == " ").then(text)
+    t_joined = spaced.str.slice(0, 10) + pl.lit("T") + spaced.str.slice(11)
     frame = frame.with_columns(
         pl.coalesce(t_joined, text).alias("__iso"), text.str.contains(EPOCH).alias("__is_epoch")
     )
     frame = _with_fast_iso(frame)
-    custom = mapping.timestamp_format
-    aware = [("__iso_z", f) for f in AWARE_FORMATS]
-    naive = [("__iso_z", f) for f in NAIVE_FORMATS]
-    if custom is not None:
-        (aware if "%z" in custom else naive).insert(0, (TS_TEXT, custom))
-    pending = pl.col("__fast").is_null() & ~pl.col("__is_epoch")
-    if custom is not None:
-        pending = ~pl.col("__is_epoch")  # the mapping's own format comes first
-    leftover = pl.when(pending).then(pl.col("__iso"))
-    frame = frame.with_columns(
-        leftover.str.replace(r"[zZ]$", "+00:00").alias("__iso_z"),
-        leftover.str.contains(r"([zZ]|[+-]\d\d:?\d\d)$").fill_null(False).alias("__has_offset"),
-    )
-    frame = frame.with_columns(
-        _first_fit(aware, pending & pl.col("__has_offset"), True)
-        .dt.replace_time_zone(None)
-        .alias("__aware"),
-        _first_fit(naive, pending & ~pl.col("__has_offset"), False).alias("__naive"),
-        _epoch(text, pl.col("__is_epoch")).alias("__epoch"),
-    )
+    frame = _with_other_formats(frame, mapping)
     aware_utc = pl.coalesce("__aware", pl.when(pl.col("__fast_aware")).then("__fast"))
     naive_any = pl.coalesce("__naive", pl.when(~pl.col("__fast_aware")).then("__fast"))
     local = naive_any.dt.replace_time_zone(
@@ -178,6 +193,7 @@ def _with_time(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
     frame = frame.with_columns(
         aware_utc.dt.replace_time_zone("UTC").alias("__aware_utc"),
         local.dt.convert_time_zone("UTC").alias("__local_utc"),
+        _epoch(text, pl.col("__is_epoch")).alias("__epoch"),
     )
     frame = frame.with_columns(
         pl.coalesce("__aware_utc", "__epoch", "__local_utc").alias(TIME),
@@ -194,6 +210,32 @@ def _with_time(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
     )
 
 
+def _with_other_formats(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
+    """Add __aware and __naive: the general patterns, on the rows the fast path left."""
+    custom = mapping.timestamp_format
+    aware = [("__iso_z", f) for f in AWARE_FORMATS]
+    naive = [("__iso_z", f) for f in NAIVE_FORMATS]
+    if custom is not None:
+        (aware if "%z" in custom else naive).insert(0, (TS_TEXT, custom))
+    pending = pl.col("__fast").is_null() & ~pl.col("__is_epoch")
+    if custom is not None:
+        pending = ~pl.col("__is_epoch")  # the mapping's own format comes first
+
+    def read(part: pl.DataFrame) -> pl.DataFrame:
+        iso = pl.col("__iso")
+        part = part.with_columns(
+            iso.str.replace(r"[zZ]$", "+00:00").alias("__iso_z"),
+            iso.str.contains(r"([zZ]|[+-]\d\d:?\d\d)$").fill_null(False).alias("__has_offset"),
+        )
+        offset = pl.col("__has_offset")
+        return part.select(
+            _first_fit(aware, offset, True).dt.replace_time_zone(None).alias("__aware"),
+            _first_fit(naive, ~offset, False).alias("__naive"),
+        )
+
+    return per_subset(frame, pending, read, [TS_TEXT, "__iso"])
+
+
 def _with_fast_iso(frame: pl.DataFrame) -> pl.DataFrame:
     """Add __fast (naive datetime; UTC when __fast_aware) for YYYY-MM-DDTHH:MM:SS[.f][offset]."""
     iso = pl.col("__iso")
@@ -204,40 +246,35 @@ def _with_fast_iso(frame: pl.DataFrame) -> pl.DataFrame:
         .alias("__fast_base"),
         iso.str.slice(19).alias("__fast_rest"),
     )
+    # Fractions and offsets repeat ("Z", ".123Z", "+02:00"): read each distinct one once.
+    frame = per_distinct(frame, ["__fast_rest"], _with_fast_tail)
+    ok = pl.col("__fast_base").is_not_null() & pl.col("__fast_tail_ok")
+    moment = pl.col("__fast_base") + pl.col("__fast_shift")
+    return frame.with_columns(pl.when(ok).then(moment).alias("__fast"))
+
+
+def _with_fast_tail(table: pl.DataFrame) -> pl.DataFrame:
+    """Read what follows the seconds: __fast_tail_ok, __fast_shift (to UTC), __fast_aware."""
     rest = pl.col("__fast_rest")
-    frame = frame.with_columns(rest.str.strip_chars_start(".,0123456789").alias("__fast_tail"))
+    tail = rest.str.strip_chars_start(".,0123456789")
+    table = table.with_columns(tail.alias("__fast_tail"))
     tail = pl.col("__fast_tail")
     cut = rest.str.len_chars() - tail.str.len_chars()  # the length of ".123456"
-    frame = frame.with_columns(
-        pl.when(cut > 0).then(rest.str.slice(0, cut)).alias("__fast_fraction"),
-        tail.str.replace(":", "", literal=True).alias("__fast_offset"),
-    )
-    fraction, offset = pl.col("__fast_fraction"), pl.col("__fast_offset")
+    fraction = pl.when(cut > 0).then(rest.str.slice(0, cut))
+    offset = tail.str.replace(":", "", literal=True)
     micros = fraction.str.slice(1, 6).str.pad_end(6, "0").cast(pl.Int64, strict=False)
     hours = offset.str.slice(1, 2).cast(pl.Int64, strict=False)
     minutes = hours * 60 + offset.str.slice(3, 2).cast(pl.Int64, strict=False).fill_null(0)
-    frame = frame.with_columns(
-        (fraction.is_null() | fraction.str.contains(r"^[.,]\d+$")).alias("__fast_fraction_ok"),
-        (offset.is_in(["", "Z", "z"]) | offset.str.contains(r"^[+-]\d{2}(\d{2})?$")).alias(
-            "__fast_offset_ok"
-        ),
-        pl.duration(microseconds=micros.fill_null(0)).alias("__fast_micros"),
-        pl.when(offset.str.starts_with("-"))
-        .then(-minutes)
-        .otherwise(minutes)
-        .fill_null(0)
-        .alias("__fast_minutes"),
+    minutes = pl.when(offset.str.starts_with("-")).then(-minutes).otherwise(minutes).fill_null(0)
+    fraction_ok = fraction.is_null() | fraction.str.contains(r"^[.,]\d+$")
+    offset_ok = offset.is_in(["", "Z", "z"]) | offset.str.contains(r"^[+-]\d{2}(\d{2})?$")
+    shift = pl.duration(microseconds=micros.fill_null(0)) - pl.duration(minutes=minutes)
+    table = table.with_columns(
+        (fraction_ok & offset_ok).alias("__fast_tail_ok"),
+        shift.alias("__fast_shift"),
+        (tail != "").alias("__fast_aware"),
     )
-    ok = (
-        pl.col("__fast_base").is_not_null()
-        & pl.col("__fast_fraction_ok")
-        & pl.col("__fast_offset_ok")
-    )
-    moment = pl.col("__fast_base") + pl.col("__fast_micros")
-    moment = moment - pl.duration(minutes=pl.col("__fast_minutes"))
-    return frame.with_columns(
-        pl.when(ok).then(moment).alias("__fast"), (tail != "").alias("__fast_aware")
-    )
+    return table.drop("__fast_tail")
 
 
 def _first_fit(attempts: list[tuple[str, str]], wanted: pl.Expr, aware: bool) -> pl.Expr:
@@ -256,15 +293,17 @@ def _first_fit(attempts: list[tuple[str, str]], wanted: pl.Expr, aware: bool) ->
 
 def _epoch(text: pl.Expr, is_epoch: pl.Expr) -> pl.Expr:
     """Epoch seconds or milliseconds (told apart by size) as a datetime, read as UTC."""
-    number = pl.when(is_epoch).then(text.cast(pl.Float64, strict=False))
+    number = pl.when(is_epoch).then(text).cast(pl.Float64, strict=False)
     millis = pl.when(number >= 1e11).then(number).otherwise(number * 1000).cast(pl.Int64)
     moment = pl.from_epoch(millis, time_unit="ms").dt.cast_time_unit("us")
     return moment.dt.replace_time_zone("UTC")
 
 
 def _with_event_name(table: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
-    """Add the event name to send (converted when the mapping asks for it)."""
-    return table.with_columns(_event_name(pl.col(NAME_TEXT), mapping).alias(EVENT_NAME))
+    """Add the name as given, the name to send (converted if asked for) and BAD_NAME."""
+    table = table.with_columns(_text(mapping.event_name).alias(NAME_TEXT))
+    table = table.with_columns(_event_name(pl.col(NAME_TEXT), mapping).alias(EVENT_NAME))
+    return table.with_columns((~pl.col(EVENT_NAME).str.contains(SNAKE_CASE)).alias(BAD_NAME))
 
 
 def _event_name(text: pl.Expr, mapping: Mapping) -> pl.Expr:
@@ -282,25 +321,23 @@ def _event_name(text: pl.Expr, mapping: Mapping) -> pl.Expr:
     return pl.when(text.str.contains(CONVERTIBLE_NAME)).then(converted).otherwise(text)
 
 
-def _with_identifier(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
-    """Add UNWRAPPED (quoting undone) and IDENT (the JSON text to send, or null when bad)."""
-    frame = frame.with_columns(pl.col(VALUE_TEXT).alias(UNWRAPPED))
+def _with_identifier(frame: pl.DataFrame, mapping: Mapping, normalized: bool) -> pl.DataFrame:
+    """Add UNWRAPPED (quoting undone) and IDENT (the JSON text to send, or null when bad).
+
+    ``normalized=False`` leaves the case of a string identifier as it is: whether there is
+    one is all validation asks, and a change of case never makes a value appear or vanish.
+    """
     text = pl.col(VALUE_TEXT)
     if mapping.identifier_type == "json":
+        frame = frame.with_columns(text.alias(UNWRAPPED))
         ident = pl.when(text.str.json_path_match("$").is_not_null()).then(text)
         return _with_ident(frame, ident)
-    for _ in range(UNWRAP_LEVELS):
-        value = pl.col(UNWRAPPED)
-        quoted = (
-            value.str.starts_with('"') & value.str.ends_with('"') & (value.str.len_chars() >= 2)
-        )
-        frame = frame.with_columns(quoted.alias("__quoted"))
-        if not frame["__quoted"].any():
-            break
-        # Only quoted values reach the JSON parser: parsing a null costs nothing.
-        decoded = pl.when("__quoted").then(value).str.json_path_match("$").str.strip_chars()
-        frame = frame.with_columns(pl.coalesce(decoded, value).alias(UNWRAPPED))
+    # Only a value in quotes can be unwrapped; the others are sent as they are.
+    frame = per_subset(frame, _in_quotes(text), _with_unwrapped, [VALUE_TEXT])
+    frame = frame.with_columns(pl.coalesce("__unwrapped", VALUE_TEXT).alias(UNWRAPPED))
     value = pl.col(UNWRAPPED)
+    if mapping.identifier_type == "string" and not normalized:
+        return _with_ident(frame, value)
     if mapping.normalize == "lowercase":
         value = value.str.to_lowercase()
     elif mapping.normalize == "uppercase":
@@ -310,16 +347,35 @@ def _with_identifier(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
     return _with_ident(frame, value)
 
 
+def _in_quotes(value: pl.Expr) -> pl.Expr:
+    """Whether a text starts and ends with a double quote (and is more than one)."""
+    return value.str.starts_with('"') & value.str.ends_with('"') & (value.str.len_bytes() >= 2)
+
+
+def _with_unwrapped(table: pl.DataFrame) -> pl.DataFrame:
+    """Add __unwrapped: the value with up to UNWRAP_LEVELS levels of JSON quoting undone."""
+    table = table.with_columns(pl.col(VALUE_TEXT).alias("__unwrapped"))
+    for _ in range(UNWRAP_LEVELS):
+        value = pl.col("__unwrapped")
+        table = table.with_columns(_in_quotes(value).alias("__quoted"))
+        if not table["__quoted"].any():
+            break
+        decoded = pl.when("__quoted").then(value).str.json_path_match("$").str.strip_chars()
+        table = table.with_columns(pl.coalesce(decoded, value).alias("__unwrapped"))
+    return table.drop("__quoted", strict=False)
+
+
 def _with_ident(table: pl.DataFrame, ident: pl.Expr) -> pl.DataFrame:
     """Add IDENT: the value to send (JSON text, or a string to stringify), null when bad."""
     return table.with_columns(ident.alias(IDENT))
 
 
-def _with_props(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
-    """Add BAD_METRIC and BAD_JSON (with the JSON column's members, read in the same pass)."""
+def _with_props(frame: pl.DataFrame, mapping: Mapping, members: bool) -> pl.DataFrame:
+    """Add BAD_METRIC and BAD_JSON (and with ``members`` the JSON column's, for the body)."""
     m = mapping
     if m.json_column is not None:
-        found = _json_object(m.json_column)
+        bad_json, inner = _json_object(m.json_column)
+        found = [bad_json, inner] if members else [bad_json]
         frame = per_distinct(frame, [_in(m.json_column)], _adding(*found))
     else:
         frame = frame.with_columns(
@@ -354,16 +410,16 @@ def _adding(*exprs: pl.Expr) -> Callable[[pl.DataFrame], pl.DataFrame]:
     return lambda table: table.with_columns(*exprs)
 
 
-def _json_object(column: str) -> list[pl.Expr]:
-    """The members of a JSON-object cell without its braces, and whether the cell is bad."""
+def _json_object(column: str) -> tuple[pl.Expr, pl.Expr]:
+    """Whether a JSON-object cell is bad, and its members without the braces."""
     text = _cell(column)
     compact = text.str.json_path_match("$")
     is_object = (compact.str.starts_with("{") & text.str.starts_with("{")).fill_null(False)
     inner = compact.str.slice(1, compact.str.len_chars() - 2)
-    return [
-        pl.when(is_object & (inner != "")).then(inner).alias("__json"),
+    return (
         (text.is_not_null() & ~is_object).alias(BAD_JSON),
-    ]
+        pl.when(is_object & (inner != "")).then(inner).alias("__json"),
+    )
 
 
 def _metric(column: str) -> pl.Expr:
@@ -402,32 +458,38 @@ def _nested(name: str, members: pl.Expr) -> pl.Expr:
     return pl.lit(json.dumps(name) + ":{") + members + pl.lit("}")
 
 
-def _reason(mapping: Mapping, now: datetime) -> pl.Expr:
-    """The first rule a row breaks, in SPEC.md's order, or null."""
+def _with_reason(frame: pl.DataFrame, mapping: Mapping, now: datetime) -> pl.DataFrame:
+    """Add REASON (the first rule a row breaks, or null) and MESSAGE, worked out on invalid rows."""
+    rules = _rules(now)
+
+    def explain(invalid: pl.DataFrame) -> pl.DataFrame:
+        reason: pl.Expr = pl.lit(None, pl.String)
+        for condition, code in reversed(rules):
+            reason = pl.when(condition).then(pl.lit(code.value)).otherwise(reason)
+        invalid = invalid.with_columns(reason.alias(REASON))
+        return invalid.with_columns(_message(mapping).alias(MESSAGE))
+
+    return per_subset(frame, pl.any_horizontal(c for c, _ in rules), explain)
+
+
+def _rules(now: datetime) -> list[tuple[pl.Expr, Reason]]:
+    """Each rule as (a condition true when a row breaks it, its reason), in SPEC.md's order."""
     limit = now + FUTURE_TOLERANCE
-    rules: list[tuple[pl.Expr, Reason]] = [
+    unwrapped = pl.col(UNWRAPPED)  # trimmed already, so empty means blank
+    return [
         (pl.col(MALFORMED).is_not_null(), Reason.MALFORMED_ROW),
         (pl.col(EMBEDDABLE_ID).is_null(), Reason.MISSING_EMBEDDABLE_ID),
         (pl.col(TS_TEXT).is_null(), Reason.MISSING_TIMESTAMP),
         (pl.col(NAME_TEXT).is_null(), Reason.MISSING_CUSTOM_EVENT_NAME),
         (pl.col(IDENTIFIER_KEY).is_null(), Reason.MISSING_IDENTIFIER_KEY),
-        (_blank(pl.col(UNWRAPPED)), Reason.MISSING_IDENTIFIER_VALUE),
+        (unwrapped.is_null() | (unwrapped == ""), Reason.MISSING_IDENTIFIER_VALUE),
         (pl.col(TIME).is_null(), Reason.BAD_TIMESTAMP),
         (pl.col(TIME) > pl.lit(limit), Reason.FUTURE_TIMESTAMP),
-        (~pl.col(EVENT_NAME).str.contains(SNAKE_CASE), Reason.BAD_EVENT_NAME),
+        (pl.col(BAD_NAME), Reason.BAD_EVENT_NAME),
         (pl.col(IDENT).is_null(), Reason.BAD_IDENTIFIER_VALUE),
         (pl.col(BAD_METRIC), Reason.BAD_METRIC),
         (pl.col(BAD_JSON), Reason.BAD_PROPS),
     ]
-    expr: pl.Expr = pl.lit(None, pl.String)
-    for condition, reason in reversed(rules):
-        expr = pl.when(condition).then(pl.lit(reason.value)).otherwise(expr)
-    return expr
-
-
-def _blank(expr: pl.Expr) -> pl.Expr:
-    """Null or empty after trimming."""
-    return expr.is_null() | (expr.str.strip_chars() == "")
 
 
 def _field_name(source: Source) -> str:

@@ -75,7 +75,9 @@ class ValidationReport:
     def add(self, source: str, checked: pl.DataFrame) -> None:
         """Count one checked batch (the output of build_payloads)."""
         self.rows += checked.height
-        valid = checked.filter(pl.col(REASON).is_null())
+        # Only the columns counted are copied: a batch's payloads can be large.
+        counted = [EVENT_NAME, EMBEDDABLE_ID, TIME, *(r.value for r in Repair)]
+        valid = checked.select(REASON, *counted).filter(pl.col(REASON).is_null())
         self.valid += valid.height
         self._add_reasons(source, checked.filter(pl.col(REASON).is_not_null()))
         for repair in Repair:
@@ -83,8 +85,7 @@ class ValidationReport:
         _count_into(self.event_names, valid[EVENT_NAME])
         _count_into(self.embeddable_ids, valid[EMBEDDABLE_ID])
         self._add_times(valid[TIME])
-        days = valid[TIME].drop_nulls().dt.strftime("%Y-%m-%d")
-        _count_into(self.valid_per_day, days, MAX_DAYS)
+        self._add_days(valid[TIME])
 
     def _add_reasons(self, source: str, invalid: pl.DataFrame) -> None:
         """Count invalid rows by reason and keep the first few examples of each."""
@@ -99,6 +100,12 @@ class ValidationReport:
             if len(kept) < EXAMPLES_PER_REASON:
                 kept.append({"source": source, "row": row})
                 self.example_messages.setdefault(reason, []).append(text or "")
+
+    def _add_days(self, times: pl.Series) -> None:
+        """Count a batch's valid rows per UTC day, each distinct day written out once."""
+        days = times.drop_nulls().dt.date().value_counts()
+        named = days.with_columns(days.to_series(0).dt.strftime("%Y-%m-%d"))
+        _fold_into(self.valid_per_day, named, MAX_DAYS)
 
     def _add_times(self, times: pl.Series) -> None:
         """Widen the time range with a batch's valid timestamps."""
@@ -135,8 +142,12 @@ def _count_into(counter: Counter[str], values: pl.Series, limit: int = MAX_DISTI
 
     A batch's values are taken in order, so which ones fold is the same on every run.
     """
-    found = values.value_counts()
-    for value, count in found.sort(found.columns[0], nulls_last=True).iter_rows():
+    _fold_into(counter, values.value_counts(), limit)
+
+
+def _fold_into(counter: Counter[str], counts: pl.DataFrame, limit: int) -> None:
+    """Add (value, count) rows in value order, folding new names into OTHER past ``limit``."""
+    for value, count in counts.sort(counts.columns[0], nulls_last=True).iter_rows():
         name = str(value)
         if name not in counter and len(counter) >= limit:
             name = OTHER
