@@ -175,7 +175,8 @@ def _with_time(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
     Polars reads ``%Y-%m-%dT%H:%M:%S`` several times faster than any pattern with ``%.f`` or
     ``%z``, so ISO times are read by that pattern on their first 19 characters, with the
     fraction and offset read apart. Values of other shapes go to the slower general
-    patterns, and each parser sees only the rows meant for it.
+    patterns, and each parser sees only the rows meant for it. Timestamps seldom repeat,
+    so the parsers keep no cache of the values they have read.
     """
     text = pl.col(TS_TEXT)
     spaced = pl.when(text.str.slice(10, 1) == " ").then(text)
@@ -242,7 +243,7 @@ def _with_fast_iso(frame: pl.DataFrame) -> pl.DataFrame:
     frame = frame.with_columns(
         pl.when(~pl.col("__is_epoch"))
         .then(iso.str.slice(0, 19))
-        .str.to_datetime("%Y-%m-%dT%H:%M:%S", time_unit="us", strict=False)
+        .str.to_datetime("%Y-%m-%dT%H:%M:%S", time_unit="us", strict=False, cache=False)
         .alias("__fast_base"),
         iso.str.slice(19).alias("__fast_rest"),
     )
@@ -282,15 +283,13 @@ def _with_fast_tail(table: pl.DataFrame) -> pl.DataFrame:
 
 def _first_fit(attempts: list[tuple[str, str]], wanted: pl.Expr, aware: bool) -> pl.Expr:
     """The first format in a list that reads a value, on the rows ``wanted`` selects."""
-    parsed = []
-    for column, pattern in attempts:
-        value = pl.when(wanted).then(pl.col(column))
-        if aware:
-            parsed.append(
-                value.str.to_datetime(pattern, time_unit="us", time_zone="UTC", strict=False)
-            )
-        else:
-            parsed.append(value.str.to_datetime(pattern, time_unit="us", strict=False))
+    zone = "UTC" if aware else None
+    parsed = [
+        pl.when(wanted)
+        .then(pl.col(column))
+        .str.to_datetime(pattern, time_unit="us", time_zone=zone, strict=False, cache=False)
+        for column, pattern in attempts
+    ]
     return pl.coalesce(parsed)
 
 
