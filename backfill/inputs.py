@@ -268,20 +268,24 @@ def read_ahead(frames: Iterator[pl.DataFrame], depth: int = 1) -> Iterator[pl.Da
     slots: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
+    def hand_over(kind: str, item: Any) -> bool:
+        """Put an item for the consumer unless it has gone; False when it has."""
+        while not stop.is_set():
+            try:
+                slots.put((kind, item), timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce() -> None:
         try:
             for frame in frames:
-                while not stop.is_set():
-                    try:
-                        slots.put(("frame", frame), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not hand_over("frame", frame):
                     return
-            slots.put(("end", None))
+            hand_over("end", None)
         except BaseException as exc:  # handed to the consumer, raised in its thread
-            slots.put(("error", exc))
+            hand_over("error", exc)
 
     worker = threading.Thread(target=produce, name="backfill-read-ahead", daemon=True)
     worker.start()
