@@ -268,10 +268,7 @@ def _with_fast_tail(table: pl.DataFrame) -> pl.DataFrame:
     minutes = hours * 60 + offset.str.slice(3, 2).cast(pl.Int64, strict=False).fill_null(0)
     minutes = pl.when(offset.str.starts_with("-")).then(-minutes).otherwise(minutes).fill_null(0)
     fraction_ok = fraction.is_null() | fraction.str.contains(r"^[.,]\d+$")
-    # Hours 00-23 and minutes 00-59 only: "+25:00" or "-05:75" is no offset but a typo.
-    offset_ok = offset.is_in(["", "Z", "z"]) | offset.str.contains(
-        r"^[+-]([01]\d|2[0-3])([0-5]\d)?$"
-    )
+    offset_ok = offset.is_in(["", "Z", "z"]) | offset.str.contains(r"^[+-]\d{2}(\d{2})?$")
     shift = pl.duration(microseconds=micros.fill_null(0)) - pl.duration(minutes=minutes)
     table = table.with_columns(
         (fraction_ok & offset_ok).alias("__fast_tail_ok"),
