@@ -178,7 +178,7 @@ def _open_jsonl(name: str, stream: BinaryIO, size: int | None, first: bytes) -> 
     for line in first.split(b"\n")[:JSONL_SAMPLE_LINES]:
         try:
             record = json.loads(line)
-        except (ValueError, RecursionError):  # too deep for Python: the row says so later
+        except ValueError:
             continue
         if isinstance(record, dict):
             keys.update(dict.fromkeys(record))
@@ -466,9 +466,6 @@ def _number(frame: pl.DataFrame, rows_before: int) -> pl.DataFrame:
 def _delimited_slow(chunk: bytes, inp: InputFile, rows_before: int) -> pl.DataFrame:
     """Parse a chunk record by record with the csv module (bad bytes, stray quotes, newlines)."""
     text = chunk.decode("utf-8", errors="surrogateescape")
-    # The module's default cap (131,072 characters a field) would cut a huge cell and eat
-    # the rows after it; a chunk is bounded anyway.
-    csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=SEPARATORS[inp.format])
     expected = len(inp.columns)
     rows: list[list[str]] = []
