@@ -179,10 +179,9 @@ def _with_time(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
     so the parsers keep no cache of the values they have read.
     """
     text = pl.col(TS_TEXT)
-    spaced = pl.when(text.str.slice(10, 1) == " ").then(text)
-    t_joined = spaced.str.slice(0, 10) + pl.lit("T") + spaced.str.slice(11)
     frame = frame.with_columns(
-        pl.coalesce(t_joined, text).alias("__iso"), text.str.contains(EPOCH).alias("__is_epoch")
+        text.str.contains(EPOCH).alias("__is_epoch"),
+        (text.str.slice(10, 1) == " ").alias("__is_spaced"),
     )
     frame = _with_fast_iso(frame)
     frame = _with_other_formats(frame, mapping)
@@ -223,6 +222,7 @@ def _with_other_formats(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
         pending = ~pl.col("__is_epoch")  # the mapping's own format comes first
 
     def read(part: pl.DataFrame) -> pl.DataFrame:
+        part = part.with_columns(_iso().alias("__iso"))
         iso = pl.col("__iso")
         part = part.with_columns(
             iso.str.replace(r"[zZ]$", "+00:00").alias("__iso_z"),
@@ -234,24 +234,46 @@ def _with_other_formats(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
             _first_fit(naive, ~offset, False).alias("__naive"),
         )
 
-    return per_subset(frame, pending, read, [TS_TEXT, "__iso"])
+    return per_subset(frame, pending, read, [TS_TEXT, "__is_spaced"])
+
+
+def _iso() -> pl.Expr:
+    """The timestamp text with a space between date and time (YYYY-MM-DD HH...) made a T."""
+    text = pl.col(TS_TEXT)
+    t_joined = text.str.slice(0, 10) + pl.lit("T") + text.str.slice(11)
+    return pl.when(pl.col("__is_spaced")).then(t_joined).otherwise(text)
 
 
 def _with_fast_iso(frame: pl.DataFrame) -> pl.DataFrame:
-    """Add __fast (naive datetime; UTC when __fast_aware) for YYYY-MM-DDTHH:MM:SS[.f][offset]."""
-    iso = pl.col("__iso")
+    """Add __fast (naive datetime; UTC when __fast_aware) for YYYY-MM-DD[T ]HH:MM:SS[.f][offset].
+
+    Only the rows with a space for the T have it put in, on those rows alone.
+    """
+    text = pl.col(TS_TEXT)
+    plain = ~pl.col("__is_epoch") & ~pl.col("__is_spaced")
     frame = frame.with_columns(
-        pl.when(~pl.col("__is_epoch"))
-        .then(iso.str.slice(0, 19))
-        .str.to_datetime("%Y-%m-%dT%H:%M:%S", time_unit="us", strict=False, cache=False)
-        .alias("__fast_base"),
-        iso.str.slice(19).alias("__fast_rest"),
+        _seconds(pl.when(plain).then(text)).alias("__fast_base"),
+        text.str.slice(19).alias("__fast_rest"),
     )
+    frame = per_subset(frame, pl.col("__is_spaced"), _spaced_base, [TS_TEXT, "__is_spaced"])
+    frame = frame.with_columns(pl.coalesce("__fast_base", "__fast_spaced").alias("__fast_base"))
     # Fractions and offsets repeat ("Z", ".123Z", "+02:00"): read each distinct one once.
     frame = per_distinct(frame, ["__fast_rest"], _with_fast_tail)
     ok = pl.col("__fast_base").is_not_null() & pl.col("__fast_tail_ok")
     moment = pl.col("__fast_base") + pl.col("__fast_shift")
     return frame.with_columns(pl.when(ok).then(moment).alias("__fast"))
+
+
+def _spaced_base(table: pl.DataFrame) -> pl.DataFrame:
+    """__fast_spaced: the date and time of rows that have a space for the T."""
+    return table.select(_seconds(_iso()).alias("__fast_spaced"))
+
+
+def _seconds(iso: pl.Expr) -> pl.Expr:
+    """The first 19 characters of an ISO time (YYYY-MM-DDTHH:MM:SS) read as a naive datetime."""
+    return iso.str.slice(0, 19).str.to_datetime(
+        "%Y-%m-%dT%H:%M:%S", time_unit="us", strict=False, cache=False
+    )
 
 
 def _with_fast_tail(table: pl.DataFrame) -> pl.DataFrame:
