@@ -387,10 +387,10 @@ def _all_plain(lines: pl.Series, frame: pl.DataFrame, sep: str) -> bool:
     by separators, so its length gives their number; only lines with quotes need a pattern.
     Other chunks have their quotes checked and their fields counted line by line.
     """
-    length = lines.str.len_bytes().cast(pl.Int64)
-    values = frame.select(pl.sum_horizontal(pl.all().str.len_bytes().cast(pl.Int64))).to_series()
+    length = lines.str.len_bytes()
+    values = frame.select(pl.sum_horizontal(pl.all().str.len_bytes())).to_series()
     quoted = lines.str.contains('"', literal=True)
-    plain = (length == 0) | (~quoted & (length - values == frame.width - 1))
+    plain = (length == 0) | (~quoted & (length == values + (frame.width - 1)))
     if plain.all():
         return True
     field = _field_pattern(sep)
