@@ -16,22 +16,27 @@ import traceback
 from collections.abc import Callable, Iterator
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from backfill import html, pipeline, runs
-from backfill.codes import Status
+from backfill import html, pipeline
+from backfill.codes import SANDBOX_API_KEY, SANDBOX_HOST, SANDBOX_PORT, Status
 from backfill.errors import BackfillError, CredentialsError, ExitCode, UsageError
 from backfill.mapping import Mapping, load_mapping
 from backfill.payloads import PAYLOAD, REASON
 from backfill.redact import RedactingFilter, redact, register
 from backfill.report import render_text, write_json
 from backfill.results import default_results_path
-from backfill.sandbox import DEFAULT_API_KEY, DEFAULT_HOST, DEFAULT_PORT, SandboxConfig, serve
-from backfill.sender import SendOptions, Target, check_target
 from backfill.summary import Summary
 from backfill.summary import render_text as render_summary
+
+# Sending needs aiohttp, which costs a third of a second to import: validate, init and
+# --dry-run never load it.
+if TYPE_CHECKING:
+    from backfill import runs
+    from backfill.sandbox import SandboxConfig
+    from backfill.sender import SendOptions, Target
 
 F = TypeVar("F", bound=Callable[..., Any])
 DRY_RUN_PAYLOADS = 3
@@ -306,6 +311,8 @@ def send(inputs: tuple[str, ...], mapping_path: str, fmt: str | None, **options:
     mapping = load_mapping(mapping_path)
     if options["dry_run"]:
         _dry_run(inputs, mapping, fmt)
+    from backfill import runs
+
     run = runs.SendRun(
         inputs=inputs,
         mapping=mapping,
@@ -377,6 +384,8 @@ def retry(
             f"--status: unknown status '{unknown[0] if unknown else ''}'; use"
             f" {', '.join(s.value for s in Status)}"
         )
+    from backfill import runs
+
     run = runs.RetryRun(
         inputs=inputs,
         mapping=load_mapping(mapping_path) if mapping_path else None,
@@ -413,6 +422,8 @@ def report(results: str, as_json: bool, html_path: str | None, show_identifiers:
       backfill report events.results.jsonl --html report.html
     """
     pipeline.check_outputs([html_path], [results])
+    from backfill import runs
+
     data = runs.summarise(results).to_dict(show_identifiers)
     if html_path:
         html.write_html(html.results_page(data), html_path)
@@ -477,8 +488,10 @@ def _dry_run(inputs: tuple[str, ...], mapping: Mapping, fmt: str | None) -> None
 
 def _target(options: dict[str, Any]) -> Target:
     """The API target from options and environment; the sandbox's own when --sandbox."""
+    from backfill.sender import Target, check_target
+
     if options["use_sandbox"]:
-        return Target("http://127.0.0.1", options["project_id"] or "pr_sandbox", DEFAULT_API_KEY)
+        return Target("http://127.0.0.1", options["project_id"] or "pr_sandbox", SANDBOX_API_KEY)
     key = os.environ.get("EMBEDDABLES_API_KEY")
     if options["api_key_file"]:
         try:
@@ -492,6 +505,8 @@ def _target(options: dict[str, Any]) -> Target:
 
 def _send_options(options: dict[str, Any]) -> SendOptions:
     """The sender's settings from the command line."""
+    from backfill.sender import SendOptions
+
     adaptive = options["concurrency"] == "auto"
     return SendOptions(
         concurrency=options["max_concurrency"] if adaptive else options["concurrency"],
@@ -506,6 +521,8 @@ def _send_options(options: dict[str, Any]) -> SendOptions:
 
 def _sandbox_config(options: dict[str, Any]) -> SandboxConfig | None:
     """The in-process sandbox for --sandbox, seeded with --sandbox-users."""
+    from backfill.sandbox import SandboxConfig
+
     if not options["use_sandbox"]:
         if options["sandbox_users"]:
             raise UsageError("--sandbox-users goes with --sandbox")
@@ -541,9 +558,9 @@ def _progress_bar(disabled: bool) -> Iterator[Callable[[Summary], None] | None]:
 
 @cli.command()
 @click.option(
-    "--host", default=DEFAULT_HOST, show_default=True, help="Loopback address to listen on."
+    "--host", default=SANDBOX_HOST, show_default=True, help="Loopback address to listen on."
 )
-@click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=SANDBOX_PORT, show_default=True)
 @click.option(
     "--users",
     type=click.Path(dir_okay=False),
@@ -606,8 +623,10 @@ def sandbox(
     Example:
       backfill sandbox --users sample_data/users.csv --received received.jsonl --fail-rate 0.1
     """
+    from backfill.sandbox import SandboxConfig, serve
+
     config = SandboxConfig(
-        api_keys=frozenset(api_keys or {DEFAULT_API_KEY}),
+        api_keys=frozenset(api_keys or {SANDBOX_API_KEY}),
         users_path=Path(users) if users else None,
         received_path=Path(received) if received else None,
         keep_received=False,

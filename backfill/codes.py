@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+# The sandbox's defaults (SPEC.md), here so that the CLI can show them without importing aiohttp.
+SANDBOX_API_KEY = "rk_sandbox"
+SANDBOX_HOST = "127.0.0.1"
+SANDBOX_PORT = 8787
+
 
 class Status(StrEnum):
     """The final status of one input row in a results file."""

@@ -29,12 +29,9 @@ from typing import Any, TextIO
 
 from aiohttp import web
 
-from backfill.codes import ENTRY_NOT_FOUND
+from backfill.codes import ENTRY_NOT_FOUND, SANDBOX_API_KEY, SANDBOX_HOST, SANDBOX_PORT
 from backfill.errors import InputError, UsageError
 
-DEFAULT_API_KEY = "rk_sandbox"
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8787
 EVENTS_ROUTE = "/projects/{project_id}/events"
 EVENT_TYPE = "custom_event:triggered"
 UNAUTHORIZED = "UNAUTHORIZED"
@@ -76,7 +73,7 @@ FAILURE_ANSWERS: tuple[tuple[int, str, str], ...] = (
 class SandboxConfig:
     """What the sandbox accepts, who exists, where it logs and which faults it injects."""
 
-    api_keys: frozenset[str] = frozenset({DEFAULT_API_KEY})
+    api_keys: frozenset[str] = frozenset({SANDBOX_API_KEY})
     users_path: Path | None = None  # None: every identifier belongs to a user entry
     received_path: Path | None = None
     fail_rate: float = 0.0
@@ -535,7 +532,7 @@ def loopback_host(host: str) -> str:
     """The address to bind for ``host``; refuses anything but loopback."""
     if host.lower() in _LOOPBACK_NAMES:
         # One address, so a port 0 binds one socket and the URL names it.
-        return DEFAULT_HOST
+        return SANDBOX_HOST
     try:
         address = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
@@ -559,7 +556,7 @@ class RunningSandbox:
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
 
-    async def start(self, host: str = DEFAULT_HOST, port: int = 0) -> str:
+    async def start(self, host: str = SANDBOX_HOST, port: int = 0) -> str:
         """Listen on ``host``:``port`` (0: a free port) and return the base URL."""
         if self._runner is not None:
             raise RuntimeError("the sandbox is already running")
@@ -636,8 +633,8 @@ async def _serve_until_signal(
 
 def serve(
     config: SandboxConfig,
-    host: str = DEFAULT_HOST,
-    port: int = DEFAULT_PORT,
+    host: str = SANDBOX_HOST,
+    port: int = SANDBOX_PORT,
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
     """Serve the sandbox on loopback until SIGINT/SIGTERM; ``on_ready`` gets the URL."""

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from backfill.sandbox import DEFAULT_API_KEY, parse_event
+from backfill.codes import SANDBOX_API_KEY
+from backfill.sandbox import parse_event
 from tests.conftest import Loopback, Run, Write, closed_port, read_records, row_email, row_flow
 
 SAMPLE = Path(__file__).parent.parent / "sample_data"
@@ -70,7 +71,7 @@ def test_project_and_server_from_the_environment(
 ) -> None:
     events_csv(1)
     url, hits = ok_server(loopback)
-    monkeypatch.setenv("EMBEDDABLES_API_KEY", DEFAULT_API_KEY)
+    monkeypatch.setenv("EMBEDDABLES_API_KEY", SANDBOX_API_KEY)
     monkeypatch.setenv("EMBEDDABLES_PROJECT_ID", "pr_env")
     monkeypatch.setenv("EMBEDDABLES_API_URL", url)
     assert run(*SEND).exit_code == 0
@@ -83,7 +84,7 @@ def test_options_win_over_the_environment(
 ) -> None:
     events_csv(1)
     url, hits = ok_server(loopback)
-    monkeypatch.setenv("EMBEDDABLES_API_KEY", DEFAULT_API_KEY)
+    monkeypatch.setenv("EMBEDDABLES_API_KEY", SANDBOX_API_KEY)
     monkeypatch.setenv("EMBEDDABLES_PROJECT_ID", "pr_env")
     monkeypatch.setenv("EMBEDDABLES_API_URL", f"http://127.0.0.1:{closed_port()}")
     assert run(*SEND, "--project-id", "pr_option", "--base-url", url).exit_code == 0
@@ -95,7 +96,7 @@ def test_base_url_with_a_path_and_an_odd_project_id(
 ) -> None:
     events_csv(1)
     url, hits = ok_server(loopback)
-    monkeypatch.setenv("EMBEDDABLES_API_KEY", DEFAULT_API_KEY)
+    monkeypatch.setenv("EMBEDDABLES_API_KEY", SANDBOX_API_KEY)
     assert run(*SEND, "--base-url", url + "/api/", "--project-id", "pr 1/x").exit_code == 0
     assert hits.paths == ["/api/projects/pr%201%2Fx/events"]
 
@@ -117,26 +118,26 @@ def test_base_url_with_a_path_and_an_odd_project_id(
             id="not-rk",
         ),
         pytest.param(
-            DEFAULT_API_KEY,
+            SANDBOX_API_KEY,
             ("--api-key-file", "missing.key"),
             "error: missing.key: cannot read the API key file (FileNotFoundError)\n",
             id="missing-key-file",
         ),
         pytest.param(
-            DEFAULT_API_KEY,
+            SANDBOX_API_KEY,
             ("--api-key-file", "empty.key"),
             "error: no API key: set EMBEDDABLES_API_KEY or give --api-key-file"
             " (keys start with rk_)\n",
             id="empty-key-file",
         ),
         pytest.param(
-            DEFAULT_API_KEY,
+            SANDBOX_API_KEY,
             ("--api-key-file", "bearer.key"),
             "error: the API key does not start with rk_: Embeddables keys are rk_...\n",
             id="key-file-not-rk",
         ),
         pytest.param(
-            DEFAULT_API_KEY,
+            SANDBOX_API_KEY,
             ("--project-id", ""),
             "error: no project id: give --project-id or set EMBEDDABLES_PROJECT_ID\n",
             id="no-project",
@@ -207,7 +208,7 @@ def test_unsafe_or_malformed_servers_are_refused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     events_csv(1)
-    monkeypatch.setenv("EMBEDDABLES_API_KEY", DEFAULT_API_KEY)
+    monkeypatch.setenv("EMBEDDABLES_API_KEY", SANDBOX_API_KEY)
     result = run(*SEND, "--base-url", base_url, "--project-id", "pr_1")
     assert result.exit_code == 2
     assert result.stderr == message
@@ -219,7 +220,7 @@ def test_a_key_with_a_stray_line_end_from_the_environment(
 ) -> None:
     events_csv(1)
     sandbox = loopback.sandbox()
-    monkeypatch.setenv("EMBEDDABLES_API_KEY", DEFAULT_API_KEY + "\r")
+    monkeypatch.setenv("EMBEDDABLES_API_KEY", SANDBOX_API_KEY + "\r")
     result = run(*SEND, "--base-url", sandbox.url, "--project-id", "pr_1")
     assert "unexpected" not in result.stderr
     if result.exit_code == 2:  # refused up front is as good as stripped
@@ -235,7 +236,7 @@ def test_a_malformed_port_is_refused_before_sending(
     base_url: str, run: Run, events_csv: Callable[..., str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     events_csv(2)
-    monkeypatch.setenv("EMBEDDABLES_API_KEY", DEFAULT_API_KEY)
+    monkeypatch.setenv("EMBEDDABLES_API_KEY", SANDBOX_API_KEY)
     result = run(*SEND, "--base-url", base_url, "--project-id", "pr_1", "--max-retries", "0")
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith(f"error: {base_url}: ")
@@ -252,7 +253,7 @@ def test_the_same_input_twice_is_refused(
 ) -> None:
     events_csv(2)
     url, hits = ok_server(loopback)
-    monkeypatch.setenv("EMBEDDABLES_API_KEY", DEFAULT_API_KEY)
+    monkeypatch.setenv("EMBEDDABLES_API_KEY", SANDBOX_API_KEY)
     result = run(
         "send",
         "events.csv",
@@ -277,7 +278,7 @@ def test_stdin_is_recorded_as_dash(
 ) -> None:
     text = Path(events_csv(3)).read_text(encoding="utf-8")
     sandbox = loopback.sandbox()
-    monkeypatch.setenv("EMBEDDABLES_API_KEY", DEFAULT_API_KEY)
+    monkeypatch.setenv("EMBEDDABLES_API_KEY", SANDBOX_API_KEY)
     result = run(
         "send",
         "-",
@@ -305,7 +306,7 @@ def test_an_existing_results_file_is_refused_then_overwritten(
 ) -> None:
     events_csv(3)
     url, hits = ok_server(loopback)
-    monkeypatch.setenv("EMBEDDABLES_API_KEY", DEFAULT_API_KEY)
+    monkeypatch.setenv("EMBEDDABLES_API_KEY", SANDBOX_API_KEY)
     Path("results.jsonl").write_text("from an earlier run\n", encoding="utf-8")
     target = ("--base-url", url, "--project-id", "pr_1", "-o", "results.jsonl")
     result = run(*SEND, *target)
@@ -331,7 +332,7 @@ def test_sandbox_users_without_sandbox_is_refused(
     run: Run, events_csv: Callable[..., str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     events_csv(1)
-    monkeypatch.setenv("EMBEDDABLES_API_KEY", DEFAULT_API_KEY)
+    monkeypatch.setenv("EMBEDDABLES_API_KEY", SANDBOX_API_KEY)
     result = run(*SEND, "--sandbox-users", "users.csv", "--project-id", "pr_1")
     assert result.exit_code == 2
     assert result.stderr == "error: --sandbox-users goes with --sandbox\n"
@@ -345,7 +346,7 @@ def test_the_retry_command_names_the_results_file_quoted(
         f"embeddable_id,key,value\n{row_flow(1)},email,{row_email(1)}\n", encoding="utf-8"
     )
     sandbox = loopback.sandbox(users_path=Path("users.csv"))
-    monkeypatch.setenv("EMBEDDABLES_API_KEY", DEFAULT_API_KEY)
+    monkeypatch.setenv("EMBEDDABLES_API_KEY", SANDBOX_API_KEY)
     result = run(*SEND, "--base-url", sandbox.url, "--project-id", "pr_1", "-o", "my run.csv")
     assert result.exit_code == 1
     assert result.stdout.splitlines()[-1] == (
@@ -359,7 +360,7 @@ def test_no_retry_command_when_everything_was_sent(
 ) -> None:
     events_csv(2)
     sandbox = loopback.sandbox()
-    monkeypatch.setenv("EMBEDDABLES_API_KEY", DEFAULT_API_KEY)
+    monkeypatch.setenv("EMBEDDABLES_API_KEY", SANDBOX_API_KEY)
     result = run(*SEND, "--base-url", sandbox.url, "--project-id", "pr_1")
     assert result.exit_code == 0
     assert "Re-run" not in result.stdout
@@ -371,7 +372,7 @@ def test_json_summary(
 ) -> None:
     events_csv(4, invalid={2})
     sandbox = loopback.sandbox()
-    monkeypatch.setenv("EMBEDDABLES_API_KEY", DEFAULT_API_KEY)
+    monkeypatch.setenv("EMBEDDABLES_API_KEY", SANDBOX_API_KEY)
     result = run(*SEND, "--base-url", sandbox.url, "--project-id", "pr_1", "--json")
     assert result.exit_code == 1
     data = json.loads(result.stdout)
@@ -393,7 +394,7 @@ def test_limit_takes_the_first_rows(
 ) -> None:
     events_csv(10)
     sandbox = loopback.sandbox()
-    monkeypatch.setenv("EMBEDDABLES_API_KEY", DEFAULT_API_KEY)
+    monkeypatch.setenv("EMBEDDABLES_API_KEY", SANDBOX_API_KEY)
     result = run(*SEND, "--base-url", sandbox.url, "--project-id", "pr_1", "--limit", "4")
     assert result.exit_code == 0
     assert [r["row"] for r in read_records("events.results.jsonl")] == [1, 2, 3, 4]
@@ -410,7 +411,7 @@ def test_several_inputs_are_recorded_by_source_and_row(
     events_csv(2)
     events_csv(3, name="more/events.csv")
     sandbox = loopback.sandbox()
-    monkeypatch.setenv("EMBEDDABLES_API_KEY", DEFAULT_API_KEY)
+    monkeypatch.setenv("EMBEDDABLES_API_KEY", SANDBOX_API_KEY)
     result = run(
         "send",
         "events.csv",
@@ -517,7 +518,7 @@ def test_sandbox_subprocess_receives_every_sent_row_once(
         line = server.stderr.readline()  # written once the port listens
         match = re.fullmatch(r"sandbox listening on (http://127\.0\.0\.1:\d+)\n", line)
         assert match, line
-        monkeypatch.setenv("EMBEDDABLES_API_KEY", DEFAULT_API_KEY)
+        monkeypatch.setenv("EMBEDDABLES_API_KEY", SANDBOX_API_KEY)
         result = run(*SEND, "--base-url", match.group(1), "--project-id", "pr_1")
     finally:
         server.terminate()

@@ -13,10 +13,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from backfill.codes import Status
+from backfill.codes import SANDBOX_API_KEY, Status
 from backfill.errors import ResultsFileError
 from backfill.results import FIELDS, Record, ResultsWriter, default_results_path
-from backfill.sandbox import DEFAULT_API_KEY
 from tests.conftest import Loopback, Run, read_records
 
 SPEC_FIELDS = [
@@ -37,7 +36,7 @@ INVALID_ROW = 5
 @pytest.fixture(autouse=True)
 def sandbox_key(monkeypatch: pytest.MonkeyPatch) -> None:
     """The sandbox's key in the environment, and no target settings from outside."""
-    monkeypatch.setenv("EMBEDDABLES_API_KEY", DEFAULT_API_KEY)
+    monkeypatch.setenv("EMBEDDABLES_API_KEY", SANDBOX_API_KEY)
     monkeypatch.delenv("EMBEDDABLES_API_URL", raising=False)
     monkeypatch.delenv("EMBEDDABLES_PROJECT_ID", raising=False)
 

@@ -20,10 +20,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from backfill.codes import ENTRY_NOT_FOUND
+from backfill.codes import ENTRY_NOT_FOUND, SANDBOX_API_KEY
 from backfill.errors import InputError, UsageError
 from backfill.sandbox import (
-    DEFAULT_API_KEY,
     MAX_REQUEST_TIMES,
     InvalidEvent,
     Registry,
@@ -39,7 +38,7 @@ from backfill.sandbox import (
 )
 
 T = TypeVar("T")
-KEY = DEFAULT_API_KEY
+KEY = SANDBOX_API_KEY
 EMAIL = "ada@example.com"
 BODY: dict[str, Any] = {
     "embeddable_id": "flow_9f2c",

@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from backfill.codes import Status
+from backfill.codes import SANDBOX_API_KEY, Status
 from backfill.results import Record, ResultsWriter
-from backfill.sandbox import DEFAULT_API_KEY, RunningSandbox, SandboxConfig
+from backfill.sandbox import RunningSandbox, SandboxConfig
 from backfill.sender import Item, Job, SendOptions, Target, _retry_after, send
 from backfill.summary import Summary
 from tests.conftest import Loopback, Run, closed_port, read_records, row_email, row_flow
@@ -41,7 +41,7 @@ CHAOS_ROWS = int(os.environ.get("BACKFILL_CHAOS_ROWS", "1000"))  # 2,000+ for a 
 @pytest.fixture(autouse=True)
 def sandbox_key(monkeypatch: pytest.MonkeyPatch) -> None:
     """The sandbox's key in the environment, and no target settings from outside."""
-    monkeypatch.setenv("EMBEDDABLES_API_KEY", DEFAULT_API_KEY)
+    monkeypatch.setenv("EMBEDDABLES_API_KEY", SANDBOX_API_KEY)
     monkeypatch.delenv("EMBEDDABLES_API_URL", raising=False)
     monkeypatch.delenv("EMBEDDABLES_PROJECT_ID", raising=False)
 
@@ -96,7 +96,7 @@ def send_core(
     summary = Summary(str(results))
     with ResultsWriter(str(results)) as writer:
         send(
-            batches, Target(url, PROJECT, DEFAULT_API_KEY), SendOptions(**options), writer, summary
+            batches, Target(url, PROJECT, SANDBOX_API_KEY), SendOptions(**options), writer, summary
         )
     return summary
 
@@ -644,7 +644,7 @@ def test_the_core_runs_outside_the_main_thread(loopback: Loopback, tmp_path: Pat
 
 def start_send(url: str, *extra: str, rows_file: str = "events.csv") -> subprocess.Popen[str]:
     """``backfill send`` as a subprocess of its own, as a user runs it."""
-    env = {**os.environ, "EMBEDDABLES_API_KEY": DEFAULT_API_KEY}
+    env = {**os.environ, "EMBEDDABLES_API_KEY": SANDBOX_API_KEY}
     command = [sys.executable, "-m", "backfill", "send", rows_file, "-m", "send_mapping.toml"]
     command += ["--base-url", url, "--project-id", PROJECT, "--no-progress", "-o", "results.jsonl"]
     return subprocess.Popen(
@@ -739,7 +739,7 @@ def test_an_unexpected_worker_error_ends_the_run_instead_of_hanging(
 ) -> None:
     events_csv(20)  # more rows than the queue (4 x concurrency) holds
     url, hits = loopback.serve(lambda request, attempt: json_answer(200, {"entry_id": "e"}))
-    env = {**os.environ, "EMBEDDABLES_API_KEY": DEFAULT_API_KEY + "\nX-Injected: 1"}
+    env = {**os.environ, "EMBEDDABLES_API_KEY": SANDBOX_API_KEY + "\nX-Injected: 1"}
     command = [sys.executable, "-m", "backfill", "send", "events.csv", "-m", "send_mapping.toml"]
     command += ["--base-url", url, "--project-id", PROJECT, "--no-progress", "--concurrency", "1"]
     process = subprocess.Popen(

@@ -31,11 +31,11 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from backfill.codes import Status
+from backfill.codes import SANDBOX_API_KEY, Status
 from backfill.errors import ExitCode
 from backfill.mapping import load_mapping
 from backfill.runs import RetryRun, SendRun, run_retry, run_send
-from backfill.sandbox import DEFAULT_API_KEY, RunningSandbox, SandboxConfig, SandboxState
+from backfill.sandbox import RunningSandbox, SandboxConfig, SandboxState
 from backfill.sender import SendOptions, Target
 from backfill.summary import Summary
 
@@ -234,7 +234,7 @@ def run_chaos(
             mapping=load_mapping(mapping_path),
             fmt=None,
             results_path=str(results),
-            target=Target(url, PROJECT, DEFAULT_API_KEY),
+            target=Target(url, PROJECT, SANDBOX_API_KEY),
             options=options,
         )
         summary, code = run_send(run)
@@ -438,7 +438,7 @@ def test_duplicates_across_a_send_and_its_retry_are_counted(tmp_path: Path) -> N
             mapping=load_mapping(mapping_path),
             fmt=None,
             results_path=str(tmp_path / "first.jsonl"),
-            target=Target(url, PROJECT, DEFAULT_API_KEY),
+            target=Target(url, PROJECT, SANDBOX_API_KEY),
             options=SendOptions(concurrency=4, max_retries=0, backoff_base=0.001),
         )
         sent, _ = run_send(first)
