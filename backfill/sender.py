@@ -116,7 +116,7 @@ def check_target(base_url: str, project_id: str | None, api_key: str | None) -> 
     return Target(base_url, project_id, api_key)
 
 
-@dataclass
+@dataclass(slots=True)
 class Job:
     """One valid row waiting to be sent."""
 
@@ -142,7 +142,7 @@ def items_of(batch: CheckedBatch) -> list[Item]:
     return items
 
 
-@dataclass
+@dataclass(slots=True)
 class Attempt:
     """What one HTTP attempt came to."""
 

@@ -7,6 +7,7 @@ import json
 import os
 import stat
 from collections.abc import Callable, Iterator
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,7 @@ def test_jsonl_records_hold_exactly_the_spec_fields(
 ) -> None:
     records, bodies = send_one_of_each(run, loopback, events_csv, "results.jsonl")
     assert list(FIELDS) == SPEC_FIELDS
+    assert [field.name for field in fields(Record)] == SPEC_FIELDS  # the writer relies on it
     for record in records:
         assert list(record) == SPEC_FIELDS
     by_row = {r["row"]: r for r in records}
