@@ -49,3 +49,6 @@ class Repair(StrEnum):
 ENTRY_NOT_FOUND = "ENTRY_NOT_FOUND"
 TIMEOUT = "TIMEOUT"
 CONNECTION_ERROR = "CONNECTION_ERROR"
+# The note on a failed row whose last request went out and was never answered: `retry`
+# counts sending it again as an ambiguous retry.
+LAST_UNANSWERED = "no answer to the last attempt: the event may exist"

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import polars as pl
 
 from backfill import pipeline
-from backfill.codes import Status
+from backfill.codes import LAST_UNANSWERED, Status
 from backfill.errors import ExitCode, MappingError, ResultsFileError, UsageError
 from backfill.inputs import InputFile
 from backfill.mapping import Mapping
@@ -264,6 +264,7 @@ def _stored_jobs(run: RetryRun, done: RowSet | None) -> Iterator[list[Item]]:
             .str.json_path_match("$.identifiers[0].key")
             .fill_null("")
             .alias("key"),
+            pl.col("message").fill_null("").str.contains(LAST_UNANSWERED, literal=True),
         )
         yield [Job(*values) for values in names.iter_rows()]
 

@@ -26,7 +26,7 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 
 from backfill import __version__
-from backfill.codes import CONNECTION_ERROR, TIMEOUT, Status
+from backfill.codes import CONNECTION_ERROR, LAST_UNANSWERED, TIMEOUT, Status
 from backfill.errors import CredentialsError
 from backfill.inputs import ROW
 from backfill.payloads import EMBEDDABLE_ID, IDENTIFIER_KEY, MESSAGE, PAYLOAD, REASON
@@ -125,6 +125,7 @@ class Job:
     payload: str
     embeddable_id: str
     identifier_key: str
+    maybe_delivered: bool = False  # an earlier run's last attempt at it went unanswered
 
 
 Item = Job | Record  # what a run is fed: rows to send, and records already final (invalid rows)
@@ -253,6 +254,9 @@ class Sender:
             if self.stopping.is_set():
                 return None  # stopped while waiting for a start slot: not sent now
             attempts += 1
+            if attempts == 1 and job.maybe_delivered:
+                ambiguous += 1  # sending again what may have arrived before
+                self.summary.ambiguous_retries += 1
             attempt = await self._attempt(session, job.payload)
             self.summary.requests += 1
             status = attempt.http_status
@@ -387,8 +391,11 @@ def _final(job: Job, attempt: Attempt, attempts: int, ambiguous: int) -> Record:
     record = Record(job.source, job.row, Status.SENT, attempt.http_status, attempts=attempts)
     record.payload = job.payload
     status = attempt.http_status
+    notes = []
     if attempt.error is not None:
         record.status, record.error, record.message = Status.FAILED, attempt.error, attempt.detail
+        if attempt.ambiguous:
+            notes.append(LAST_UNANSWERED)
     elif status == 200:
         record.entry_id = _entry_id(attempt.body)
     elif status == 404:
@@ -400,8 +407,9 @@ def _final(job: Job, attempt: Attempt, attempts: int, ambiguous: int) -> Record:
         record.error = f"HTTP_{status}"
         record.message = _snippet(attempt.body)
     if ambiguous:
-        note = f"retried {ambiguous}x after no answer: the event may exist twice"
-        record.message = f"{record.message}; {note}" if record.message else note
+        notes.insert(0, f"retried {ambiguous}x after no answer: the event may exist twice")
+    if notes:
+        record.message = "; ".join([record.message, *notes] if record.message else notes)
     return record
 
 
