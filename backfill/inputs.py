@@ -39,6 +39,11 @@ BOM = b"\xef\xbb\xbf"
 GZIP_MAGIC = b"\x1f\x8b"
 # Control characters that never occur in a sane export, used to read a chunk as whole lines.
 LINE_SEPARATORS = ("\x1f", "\x1e", "\x1d", "\x1c", "\x07")
+# The csv module refuses a field over 131,072 characters, and a reader that meets one
+# swallows the rest of its chunk as that record: a huge cell must cost no rows. The limit is
+# the module's, so it is raised once for the process, on import, rather than per read.
+CSV_FIELD_LIMIT = 2**31 - 1
+csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
 
 
 @dataclass
