@@ -183,7 +183,7 @@ def _open_jsonl(name: str, stream: BinaryIO, size: int | None, first: bytes) -> 
     for line in first.split(b"\n")[:JSONL_SAMPLE_LINES]:
         try:
             record = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # too deep for Python: its row says so later
             continue
         if isinstance(record, dict):
             keys.update(dict.fromkeys(record))
