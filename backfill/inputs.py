@@ -125,10 +125,10 @@ def _open_stream(name: str, compressed: bool) -> tuple[BinaryIO, int | None]:
     return gzip.open(path, "rb"), size  # type: ignore[return-value]
 
 
-def _read(stream: BinaryIO, name: str, rows_before: int) -> bytes:
+def _read(stream: BinaryIO, name: str, rows_before: int, size: int | None = None) -> bytes:
     """One block of the stream; decompression and disk errors name the file and row."""
     try:
-        return stream.read(BATCH_BYTES)
+        return stream.read(size or BATCH_BYTES)
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise InputError(
             f"{name}: compressed data is corrupt or truncated after row {rows_before} ({exc})"
@@ -218,8 +218,8 @@ def _last_record_end(buf: bytes, quoted: bool, limit: int) -> int:
     return pos
 
 
-def _chunks(inp: InputFile) -> Iterator[tuple[bytes, bool]]:
-    """Record-aligned byte chunks of at most about BATCH_BYTES; the last may lack a newline.
+def _chunks(inp: InputFile, batch_bytes: int) -> Iterator[tuple[bytes, bool]]:
+    """Record-aligned byte chunks of at most about batch_bytes; the last may lack a newline.
 
     Each comes with whether it was cut where its quotes are known to pair up, so that
     they need not be counted again.
@@ -228,11 +228,11 @@ def _chunks(inp: InputFile) -> Iterator[tuple[bytes, bool]]:
     buf, inp.pending = inp.pending, b""
     eof = False
     while buf or not eof:
-        if not eof and len(buf) < BATCH_BYTES:
-            more = _read(inp.stream, inp.name, inp.rows_read)
+        if not eof and len(buf) < batch_bytes:
+            more = _read(inp.stream, inp.name, inp.rows_read, batch_bytes)
             eof, buf = not more, buf + more
             continue
-        end = _last_record_end(buf, quoted, BATCH_BYTES)
+        end = _last_record_end(buf, quoted, batch_bytes)
         if end < 0:
             end = _last_record_end(buf, quoted, len(buf))  # one record longer than a batch
         balanced = quoted and end >= 0
@@ -241,7 +241,7 @@ def _chunks(inp: InputFile) -> Iterator[tuple[bytes, bool]]:
             # cut anyway; the odd quote count marks the chunk for recovery.
             end = buf.rfind(b"\n")
         if end < 0 and not eof:
-            more = _read(inp.stream, inp.name, inp.rows_read)
+            more = _read(inp.stream, inp.name, inp.rows_read, batch_bytes)
             eof, buf = not more, buf + more
             continue
         cut = len(buf) if end < 0 else end + 1
@@ -249,10 +249,16 @@ def _chunks(inp: InputFile) -> Iterator[tuple[bytes, bool]]:
         buf = buf[cut:]
 
 
-def batches(inp: InputFile, columns: Sequence[str] = ()) -> Iterator[pl.DataFrame]:
-    """Frames of rows, numbered from 1 per input; JSONL yields ``columns`` plus the line."""
+def batches(
+    inp: InputFile, columns: Sequence[str] = (), batch_bytes: int | None = None
+) -> Iterator[pl.DataFrame]:
+    """Frames of rows, numbered from 1 per input; JSONL yields ``columns`` plus the line.
+
+    A frame holds about ``batch_bytes`` (default BATCH_BYTES) of input, or one whole record
+    when it is longer.
+    """
     number = 0  # records so far (CSV) or lines so far (JSONL)
-    for chunk, balanced in _chunks(inp):
+    for chunk, balanced in _chunks(inp, batch_bytes or BATCH_BYTES):
         if inp.format == "jsonl":
             frame = _jsonl_frame(chunk, number, columns)
             number += chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)

@@ -88,6 +88,7 @@ def checked_batches(
     mapping: Mapping,
     bodies: bool = True,
     keep: Callable[[str, pl.Series], pl.Series] | None = None,
+    batch_bytes: int | None = None,
 ) -> Iterator[CheckedBatch]:
     """Every row of every input, validated and turned into payloads, batch by batch.
 
@@ -102,7 +103,9 @@ def checked_batches(
             return CheckedBatch(source, rows, build_payloads(rows, mapping, now, bodies))
 
         try:
-            yield from in_order(check, _kept(read_ahead(batches(inp, wanted)), inp.name, keep))
+            yield from in_order(
+                check, _kept(read_ahead(batches(inp, wanted, batch_bytes)), inp.name, keep)
+            )
         finally:
             inp.close()
 

@@ -43,6 +43,10 @@ from backfill.summary import Summary
 Progress = Callable[[Summary], None] | None
 PLACEHOLDER_PREFIX = "REPLACE_WITH_"  # what init writes where it could not guess
 RETRY_BATCH = 10_000
+# Sending goes at network speed, so small batches cost nothing and keep memory flat: the
+# pipeline holds a few batches (read ahead, being validated, being sent) of about 9,000 rows
+# each, whatever the size of the export. validate keeps the larger default, for speed.
+SEND_BATCH_BYTES = 1 << 20
 
 
 @dataclass
@@ -282,7 +286,7 @@ def _send(
     # A generator: closing it stops its read-ahead thread when the run stops early.
     batches = cast(
         Generator[pipeline.CheckedBatch, None, None],
-        pipeline.checked_batches(inputs, run.mapping, bodies=True, keep=keep),
+        pipeline.checked_batches(inputs, run.mapping, True, keep, SEND_BATCH_BYTES),
     )
     try:
         return _send_items(run, identity, summary, map(items_of, batches), on_progress, inputs)

@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 from click.testing import Result
 
+import backfill.runs
+
 Run = Callable[..., Result]
 Factory = Callable[..., Any]
 
@@ -181,6 +183,28 @@ def test_a_resume_of_a_partial_run_sends_only_the_rows_without_a_record(
         row for row in range(1, 41) if row != 3
     ]
     one_per_row(workdir / "r.jsonl", 40)
+
+
+def test_sends_in_small_batches_keep_every_row_once(
+    workdir: Path,
+    export: Factory,
+    sandbox_server: Factory,
+    run: Run,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    export(60, bad=(3, 31))
+    monkeypatch.setattr(backfill.runs, "SEND_BATCH_BYTES", 200)  # a few rows a batch
+    server = sandbox_server()
+    first = run(*SEND, *server.target(), "--limit", "25")
+    assert first.exit_code == 1, first.output
+
+    resumed = run(*SEND, *server.target(), "--resume")
+
+    assert resumed.exit_code == 1, resumed.output
+    assert sorted(event_row(e) for e in server.state.received) == [
+        row for row in range(1, 61) if row not in (3, 31)
+    ]
+    one_per_row(workdir / "r.jsonl", 60)
 
 
 def change_mapping(work: Path) -> list[str]:
