@@ -313,9 +313,16 @@ def _first_fit(attempts: list[tuple[str, str]], wanted: pl.Expr, aware: bool) ->
 
 
 def _epoch(text: pl.Expr, is_epoch: pl.Expr) -> pl.Expr:
-    """Epoch seconds or milliseconds (told apart by size) as a datetime, read as UTC."""
-    number = pl.when(is_epoch).then(text).cast(pl.Float64, strict=False)
-    millis = pl.when(number >= 1e11).then(number).otherwise(number * 1000).cast(pl.Int64)
+    """Epoch seconds or milliseconds (told apart by size) as a datetime, read as UTC.
+
+    The digits are read as an exact decimal, cut to milliseconds first (so never rounded
+    up): as a float, 135055374.2 seconds times 1000 is 135055374199.99998 milliseconds.
+    """
+    digits = pl.when(is_epoch).then(text)
+    point = digits.str.find(".", literal=True)
+    to_millis = pl.when(point.is_null()).then(digits).otherwise(digits.str.slice(0, point + 4))
+    number = to_millis.cast(pl.Decimal(18, 3), strict=False)
+    millis = pl.when(number >= 10**11).then(number).otherwise(number * 1000).cast(pl.Int64)
     moment = pl.from_epoch(millis, time_unit="ms").dt.cast_time_unit("us")
     return moment.dt.replace_time_zone("UTC")
 
