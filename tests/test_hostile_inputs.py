@@ -534,7 +534,8 @@ def json_value(cell: str, export: Export) -> Any:
     """A cell as a JSONL value: the text, or (with ``numbers``) the number or object it is."""
     if not export.numbers:
         return cell
-    if NUMBER.fullmatch(cell) and (("." not in cell) or repr(float(cell)) == cell):
+    # Only numbers that JSON writes back as the same text ("-0" would be written 0).
+    if NUMBER.fullmatch(cell) and json.dumps(json.loads(cell)) == cell:
         return json.loads(cell)
     if cell in ("true", "false"):
         return cell == "true"
