@@ -20,6 +20,7 @@ from backfill.mapping import Mapping, Source
 SNAKE_CASE = r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$"
 JSON_NUMBER = r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$"
 EPOCH = r"^[0-9]{9,13}(\.[0-9]+)?$"
+UTC_OFFSET = r"^[+-]([01][0-9]|2[0-3])(:?[0-5][0-9])?$"
 CONVERTIBLE_NAME = r"^[A-Za-z0-9 _\-./]+$"
 FUTURE_TOLERANCE = timedelta(minutes=5)
 UNWRAP_LEVELS = 3
@@ -290,7 +291,9 @@ def _with_fast_tail(table: pl.DataFrame) -> pl.DataFrame:
     minutes = hours * 60 + offset.str.slice(3, 2).cast(pl.Int64, strict=False).fill_null(0)
     minutes = pl.when(offset.str.starts_with("-")).then(-minutes).otherwise(minutes).fill_null(0)
     fraction_ok = fraction.is_null() | fraction.str.contains(r"^[.,]\d+$")
-    offset_ok = offset.is_in(["", "Z", "z"]) | offset.str.contains(r"^[+-]\d{2}(\d{2})?$")
+    # Hours 00-23, minutes 00-59, ASCII digits, a colon only between them: "+25:00" or
+    # "-05:75" is a typo, not an offset, and the general patterns refuse it too.
+    offset_ok = tail.is_in(["", "Z", "z"]) | tail.str.contains(UTC_OFFSET)
     shift = pl.duration(microseconds=micros.fill_null(0)) - pl.duration(minutes=minutes)
     table = table.with_columns(
         (fraction_ok & offset_ok).alias("__fast_tail_ok"),
