@@ -4,6 +4,10 @@ A batch is a Polars frame with the row number (``ROW``), a malformed-row message
 (``MALFORMED``) and the row's values as text. CSV batches carry every header column; JSONL
 batches carry the columns asked for plus the raw line (``LINE``). Batches are cut at record
 boundaries from a byte stream, so memory stays bounded whatever the file size.
+
+An export's columns keep their names in a batch, except one named like ``ROW``,
+``MALFORMED`` or ``LINE``: ``frame_column`` gives the name it is kept under. Any name is
+only a name: none is read as a Polars pattern (``*``, ``^...$``).
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ SEPARATORS = {"csv": ",", "tsv": "\t"}
 ROW = "__row"
 MALFORMED = "__malformed"
 LINE = "__line"
+# No export column has a blank name (CSV names are trimmed and blank ones numbered; a mapping
+# refuses a blank name), so an export's own column named like one of ours takes a blank one.
+RENAMED = {ROW: " ", MALFORMED: "  ", LINE: "   "}
 BATCH_BYTES = 8 << 20
 MAX_PENDING_BYTES = 8 * BATCH_BYTES  # a record longer than this is a quote gone wrong
 JSONL_SAMPLE_LINES = 10_000
@@ -62,6 +69,17 @@ class InputFile:
         """Close the underlying stream (never stdin)."""
         if self.name != "-":
             self.stream.close()
+
+
+def frame_column(name: str) -> str:
+    """The name a batch keeps an export's column under: its own, unless it is one of ours."""
+    return RENAMED.get(name, name)
+
+
+def export_columns(batch: pl.DataFrame) -> pl.DataFrame:
+    """A CSV batch's export columns, under the export's own names."""
+    kept = batch.select(pl.all().exclude(ROW, MALFORMED, LINE))
+    return kept.rename({v: k for k, v in RENAMED.items() if v in kept.columns})
 
 
 def detect_format(name: str, override: str | None) -> tuple[Format, bool]:
@@ -255,8 +273,10 @@ def batches(
     """Frames of rows, numbered from 1 per input; JSONL yields ``columns`` plus the line.
 
     A frame holds about ``batch_bytes`` (default BATCH_BYTES) of input, or one whole record
-    when it is longer.
+    when it is longer. A blank column name is refused: blank names are the reader's own.
     """
+    if any(not c.strip() for c in columns):
+        raise ValueError("a column name cannot be blank")
     number = 0  # records so far (CSV) or lines so far (JSONL)
     for chunk, balanced in _chunks(inp, batch_bytes or BATCH_BYTES):
         if inp.format == "jsonl":
@@ -378,7 +398,7 @@ def _delimited_frame(
         return _delimited_slow(chunk, inp, rows_before)  # bad bytes or a stray quote
     if lines is None or frame.height != len(lines):
         return _delimited_slow(chunk, inp, rows_before)  # a quoted field spans lines
-    frame.columns = inp.columns
+    frame.columns = [frame_column(c) for c in inp.columns]
     if _all_plain(lines, frame, sep):
         frame = frame.with_columns(pl.lit(None, pl.String).alias(MALFORMED))
     elif _quotes_well_formed(lines, sep):
@@ -469,9 +489,7 @@ def _unterminated(chunk: bytes, inp: InputFile, rows_before: int) -> pl.DataFram
 def _number(frame: pl.DataFrame, rows_before: int) -> pl.DataFrame:
     """Put the 1-based row number first."""
     rows = pl.int_range(rows_before + 1, rows_before + 1 + pl.len(), dtype=pl.Int64)
-    return frame.select(
-        rows.alias(ROW), pl.col(MALFORMED), *[c for c in frame.columns if c != MALFORMED]
-    )
+    return frame.select(rows.alias(ROW), pl.col(MALFORMED), pl.all().exclude(MALFORMED))
 
 
 def _delimited_slow(chunk: bytes, inp: InputFile, rows_before: int) -> pl.DataFrame:
@@ -496,7 +514,8 @@ def _delimited_slow(chunk: bytes, inp: InputFile, rows_before: int) -> pl.DataFr
             continue  # a blank line is not a record
         problems.append(_record_problem(record, expected))
         rows.append([_clean(v) for v in (record + [""] * expected)[:expected]])
-    frame = pl.DataFrame(rows, schema=inp.columns, orient="row") if rows else _empty(inp.columns)
+    columns = [frame_column(c) for c in inp.columns]
+    frame = pl.DataFrame(rows, schema=columns, orient="row") if rows else _empty(columns)
     frame = frame.with_columns(pl.Series(MALFORMED, problems, dtype=pl.String))
     return _number(frame, rows_before)
 
@@ -570,6 +589,6 @@ def _jsonl_frame(chunk: bytes, lines_before: int, columns: Sequence[str]) -> pl.
         .then(pl.lit("not valid JSON"))
         .otherwise(None)
         .alias(MALFORMED),
-        *[body.str.json_path_match(json_path(c)).alias(c) for c in columns],
+        *[body.str.json_path_match(json_path(c)).alias(frame_column(c)) for c in columns],
     )
-    return frame.select(ROW, MALFORMED, *columns, LINE)
+    return frame.select(ROW, MALFORMED, pl.all().exclude(ROW, MALFORMED, LINE), LINE)

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 
 from backfill.codes import Reason, Repair
-from backfill.inputs import MALFORMED, ROW
+from backfill.inputs import MALFORMED, ROW, frame_column
 from backfill.mapping import Mapping, Source
 
 SNAKE_CASE = r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$"
@@ -65,8 +65,12 @@ def build_payloads(
     """
     now = now or datetime.now(UTC)
     # Input columns are renamed apart, so an export's own "time" or "event_name" column
-    # can never be mistaken for a working column of this module.
-    inputs = [pl.col(c).alias(_in(c)) for c in mapping.columns_used()]
+    # can never be mistaken for a working column of this module. They are taken by position:
+    # pl.col would read a name such as "*" or "^a$" as a pattern.
+    inputs = [
+        pl.nth(batch.get_column_index(frame_column(c))).alias(_in(c))
+        for c in mapping.columns_used()
+    ]
     frame = batch.select(ROW, MALFORMED, *inputs).with_columns(
         _text(mapping.embeddable_id).alias(EMBEDDABLE_ID),
         _text(mapping.timestamp).alias(TS_TEXT),

@@ -351,6 +351,38 @@ def test_blank_header_names_are_numbered(write: Write) -> None:
     assert columns("x.csv") == ["id", "column_2", "name", "column_4"]
 
 
+@pytest.mark.parametrize("name", ["__row", "__malformed", "__line", "*", "^id$", "^.*$"])
+def test_any_header_name_is_a_column_of_its_own(write: Write, name: str) -> None:
+    write("x.csv", f"id,{name}\n1,x\n")
+    inp = open_input("x.csv")
+    frame = next(batches(inp))
+    inp.close()
+    assert frame.columns[:2] == ["__row", "__malformed"]
+    assert frame.row(0) == (1, None, "1", "x")
+    assert frame[backfill.inputs.frame_column(name)].to_list() == ["x"]
+    assert backfill.inputs.export_columns(frame).to_dict(as_series=False) == {
+        "id": ["1"],
+        name: ["x"],
+    }
+
+
+@pytest.mark.parametrize("name", ["__row", "__malformed", "__line", "*", "^id$"])
+def test_any_jsonl_key_is_a_column_of_its_own(write: Write, name: str) -> None:
+    write("j.jsonl", json.dumps({"id": 1, name: "x"}) + "\n")
+    inp = open_input("j.jsonl")
+    frame = next(batches(inp, ["id", name]))
+    inp.close()
+    assert frame.drop(LINE).row(0) == (1, None, "1", "x")
+    assert frame[backfill.inputs.frame_column(name)].to_list() == ["x"]
+    assert frame[LINE].to_list() == [json.dumps({"id": 1, name: "x"})]
+
+
+def test_a_blank_column_cannot_be_asked_for(write: Write) -> None:
+    write("j.jsonl", '{" ": 1}\n')
+    with pytest.raises(ValueError, match="blank"):
+        read("j.jsonl", [" "])
+
+
 # JSONL.
 
 
