@@ -175,7 +175,7 @@ RECORD_SCHEMA = {
     "entry_id": pl.String,
     "payload": pl.String,
 }
-READ_BATCH_ROWS = 50_000
+READ_BLOCK_BYTES = 2 << 20
 
 
 def read_results(path: str) -> Iterator[pl.DataFrame]:
@@ -192,13 +192,31 @@ def read_results(path: str) -> Iterator[pl.DataFrame]:
         yield from _read_line_by_line(path)
         return
     try:
-        lazy = pl.scan_ndjson(path, schema=RECORD_SCHEMA)
-        for frame in lazy.collect_batches(chunk_size=READ_BATCH_ROWS):
+        for block in _line_blocks(path):
+            frame = pl.read_ndjson(io.BytesIO(block), schema=RECORD_SCHEMA)
             yield _checked_records(path, frame.with_columns(pl.lit(None).alias(MALFORMED)))
     except (pl.exceptions.PolarsError, _NoLineNumbers):
         for _ in _read_line_by_line(path):  # raises, naming the line
             pass
         raise ResultsFileError(f"{path}: not a results file") from None
+
+
+def _line_blocks(path: str) -> Iterator[bytes]:
+    """The file in blocks of whole lines of about READ_BLOCK_BYTES; the last may be unfinished.
+
+    Block by block, because Polars' own file scan holds most of a big file in memory: a
+    resumed million-row run would need five times the memory of the run itself.
+    """
+    with open(path, "rb") as handle:
+        rest = b""
+        while block := handle.read(READ_BLOCK_BYTES):
+            data = rest + block
+            cut = data.rfind(b"\n") + 1
+            if cut:
+                yield data[:cut]
+            rest = data[cut:]
+        if rest:
+            yield rest
 
 
 def _read_line_by_line(path: str) -> Iterator[pl.DataFrame]:

@@ -105,7 +105,7 @@ def test_report_reads_in_batches_and_sums_the_same(
 ) -> None:
     whole = run("report", SAMPLE_RESULTS, "--json")
     monkeypatch.setattr(backfill.inputs, "BATCH_BYTES", 4096)
-    monkeypatch.setattr(backfill.results, "READ_BATCH_ROWS", 25)  # JSONL files this tool wrote
+    monkeypatch.setattr(backfill.results, "READ_BLOCK_BYTES", 4096)  # JSONL files this tool wrote
     assert len(list(read_results(SAMPLE_RESULTS))) > 10
 
     batched = run("report", SAMPLE_RESULTS, "--json")
