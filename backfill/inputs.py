@@ -16,6 +16,7 @@ import csv
 import gzip
 import io
 import json
+import math
 import os
 import queue
 import sys
@@ -36,6 +37,7 @@ SEPARATORS = {"csv": ",", "tsv": "\t"}
 ROW = "__row"
 MALFORMED = "__malformed"
 LINE = "__line"
+NOT_JSON = "not valid JSON"
 # No export column has a blank name (CSV names are trimmed and blank ones numbered; a mapping
 # refuses a blank name), so an export's own column named like one of ours takes a blank one.
 RENAMED = {ROW: " ", MALFORMED: "  ", LINE: "   "}
@@ -565,14 +567,65 @@ def _decode_lines(chunk: bytes) -> tuple[str, list[int]]:
     return b"\n".join(parts).decode("utf-8"), bad
 
 
-def json_path(column: str) -> str:
-    """A JSONPath that selects one top-level field by name."""
-    escaped = column.replace("\\", "\\\\").replace("'", "\\'")
-    return f"$['{escaped}']"
+def json_path(column: str) -> str | None:
+    """A JSONPath that selects one top-level field by name, or None when none can.
+
+    Polars' JSONPath reads a quoted name up to the next quote of its kind (one single quote
+    may be escaped), and finds no name with a backslash in it.
+    """
+    if "\\" in column:
+        return None
+    if '"' not in column:
+        return f'$["{column}"]'
+    if column.count("'") <= 1:
+        return "$['" + column.replace("'", "\\'") + "']"
+    return None
+
+
+def load_json(text: str) -> Any:
+    """JSON text read by Python as Polars reads it, at any depth Python can.
+
+    Polars' parser (serde_json) gives up at 128 levels; Python's goes on to its recursion
+    limit (RecursionError). What serde_json refuses is refused here too (ValueError): NaN
+    and Infinity, numbers past the float range, lone surrogates; and "-0" is a float there.
+    """
+    value = json.loads(text, parse_constant=_no_constant, parse_float=_finite, parse_int=_integer)
+    compact_json(value).encode("utf-8")  # a lone surrogate cannot be encoded
+    return value
+
+
+def compact_json(value: Any) -> str:
+    """A value as compact JSON text, in serde_json's style (no spaces, no ASCII escapes)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _no_constant(name: str) -> Any:
+    """Refuse NaN, Infinity and -Infinity, which JSON does not have."""
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    """A JSON number as a float, refused past the float range."""
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number out of range: {text}")
+    return value
+
+
+def _integer(text: str) -> int | float:
+    """A JSON integer as serde_json reads it: a float beyond 64 bits, and for "-0"."""
+    value = int(text)
+    if text == "-0" or not -(2**63) <= value < 2**64:
+        return _finite(text)
+    return value
 
 
 def _jsonl_frame(chunk: bytes, lines_before: int, columns: Sequence[str]) -> pl.DataFrame:
-    """Parse a JSONL chunk: one row per non-blank line, fields as text, broken lines flagged."""
+    """Parse a JSONL chunk: one row per non-blank line, fields as text, broken lines flagged.
+
+    Polars reads the lines and their fields; Python reads only what Polars cannot: lines
+    nested too deep for it, and fields whose names its JSONPath cannot express.
+    """
     text, undecodable = _decode_lines(chunk)
     line = _lines(text)
     frame = pl.DataFrame({LINE: line}).with_columns(
@@ -580,15 +633,60 @@ def _jsonl_frame(chunk: bytes, lines_before: int, columns: Sequence[str]) -> pl.
     )
     frame = frame.filter(pl.col(LINE).str.strip_chars() != "")
     body = pl.col(LINE)
+    paths = {c: json_path(c) for c in columns}
     frame = frame.with_columns(
         pl.when(pl.col(ROW).is_in([lines_before + 1 + i for i in undecodable]))
         .then(pl.lit("not valid UTF-8"))
         .when(~body.str.strip_chars_start().str.starts_with("{"))
         .then(pl.lit("not a JSON object"))
         .when(body.str.json_path_match("$").is_null())
-        .then(pl.lit("not valid JSON"))
+        .then(pl.lit(NOT_JSON))
         .otherwise(None)
         .alias(MALFORMED),
-        *[body.str.json_path_match(json_path(c)).alias(frame_column(c)) for c in columns],
+        *[
+            (pl.lit(None, pl.String) if p is None else body.str.json_path_match(p)).alias(
+                frame_column(c)
+            )
+            for c, p in paths.items()
+        ],
     )
+    unread = [c for c, p in paths.items() if p is None]
+    frame = _read_in_python(frame, pl.col(MALFORMED) == NOT_JSON, columns)
+    if unread:
+        frame = _read_in_python(frame, pl.col(MALFORMED).is_null(), unread)
     return frame.select(ROW, MALFORMED, pl.all().exclude(ROW, MALFORMED, LINE), LINE)
+
+
+def _read_in_python(frame: pl.DataFrame, wanted: pl.Expr, columns: Sequence[str]) -> pl.DataFrame:
+    """Read again with Python the lines ``wanted`` selects: their verdict and ``columns``."""
+    rows = frame.select(wanted.fill_null(False)).to_series().arg_true()
+    if rows.is_empty():
+        return frame
+    records = [_python_record(line) for line in frame[LINE].gather(rows)]
+    found = {
+        MALFORMED: pl.Series([problem for _, problem in records], dtype=pl.String),
+        **{frame_column(c): _field_texts([r.get(c) for r, _ in records]) for c in columns},
+    }
+    return frame.with_columns(
+        frame[name].clone().scatter(rows, values) for name, values in found.items()
+    )
+
+
+def _python_record(line: str) -> tuple[dict[str, Any], str | None]:
+    """A line read as a JSON object by Python, or why it cannot be."""
+    try:
+        record = load_json(line)
+    except RecursionError:
+        return {}, "nested too deeply to read"
+    except ValueError:
+        return {}, NOT_JSON
+    return (record, None) if isinstance(record, dict) else ({}, NOT_JSON)
+
+
+def _field_texts(values: list[Any]) -> pl.Series:
+    """Values as Polars' JSONPath gives them: strings as they are, the rest as JSON text."""
+    # serde_json's own text where its parser can read the value, so numbers read alike.
+    strings = [v if isinstance(v, str) else None for v in values]
+    others = [None if v is None or isinstance(v, str) else compact_json(v) for v in values]
+    table = pl.DataFrame({"s": strings, "j": others}, schema={"s": pl.String, "j": pl.String})
+    return table.select(pl.coalesce("s", pl.col("j").str.json_path_match("$"), "j")).to_series()

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 
 from backfill.codes import Reason, Repair
-from backfill.inputs import MALFORMED, ROW, frame_column
+from backfill.inputs import MALFORMED, ROW, compact_json, frame_column, load_json
 from backfill.mapping import Mapping, Source
 
 SNAKE_CASE = r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$"
@@ -409,9 +409,7 @@ def _with_props(frame: pl.DataFrame, mapping: Mapping, members: bool) -> pl.Data
     """Add BAD_METRIC and BAD_JSON (and with ``members`` the JSON column's, for the body)."""
     m = mapping
     if m.json_column is not None:
-        bad_json, inner = _json_object(m.json_column)
-        found = [bad_json, inner] if members else [bad_json]
-        frame = per_distinct(frame, [_in(m.json_column)], _adding(*found))
+        frame = per_distinct(frame, [_in(m.json_column)], _json_objects(m.json_column, members))
     else:
         frame = frame.with_columns(
             pl.lit(None, pl.String).alias("__json"), pl.lit(False).alias(BAD_JSON)
@@ -443,6 +441,44 @@ def _with_props_text(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
 def _adding(*exprs: pl.Expr) -> Callable[[pl.DataFrame], pl.DataFrame]:
     """A stage that adds the given columns."""
     return lambda table: table.with_columns(*exprs)
+
+
+def _json_objects(column: str, members: bool) -> Callable[[pl.DataFrame], pl.DataFrame]:
+    """A stage that adds BAD_JSON (and with ``members`` the cell's members, __json)."""
+    bad_json, inner = _json_object(column)
+
+    def stage(table: pl.DataFrame) -> pl.DataFrame:
+        table = table.with_columns(bad_json, inner) if members else table.with_columns(bad_json)
+        # Polars' parser gives up on objects nested 128 deep: Python reads those again.
+        deep = pl.col(BAD_JSON) & _cell(column).str.starts_with("{")
+        table = per_subset(table, deep, _python_members(column), [_in(column)])
+        found = pl.col("__deep_members")
+        table = table.with_columns((pl.col(BAD_JSON) & found.is_null()).alias(BAD_JSON))
+        if members:
+            deep_inner = pl.when(found != "").then(found)
+            table = table.with_columns(pl.coalesce("__json", deep_inner).alias("__json"))
+        return table.drop("__deep_members")
+
+    return stage
+
+
+def _python_members(column: str) -> Callable[[pl.DataFrame], pl.DataFrame]:
+    """A stage that adds __deep_members: a cell's members read by Python, null if no object."""
+
+    def stage(table: pl.DataFrame) -> pl.DataFrame:
+        members = [_members(text) for text in table.select(_cell(column)).to_series()]
+        return table.with_columns(pl.Series("__deep_members", members, dtype=pl.String))
+
+    return stage
+
+
+def _members(text: str) -> str | None:
+    """The members of a JSON object's text, compact and without the braces; None if none."""
+    try:
+        value = load_json(text)
+    except (ValueError, RecursionError):
+        return None
+    return compact_json(value)[1:-1] if isinstance(value, dict) else None
 
 
 def _json_object(column: str) -> tuple[pl.Expr, pl.Expr]:

@@ -3,11 +3,12 @@
 Each example is one export: a random set of columns (the mapped ones, with names drawn from
 a pool of names that collide with the tool's own words, unicode and punctuation, plus extras),
 rows whose cells hold commas, quotes, line breaks, control characters and any unicode, a
-cell past the csv module's field size limit, JSON props nested 50 to 100 deep, and
-timestamps at the edges of every format the SPEC names. It is written twice, as CSV and as
-JSONL of the same data, with or without a byte order mark, with LF or CRLF line ends, and
-sometimes with one stray byte that is not UTF-8. Both files go through
-``pipeline.validate`` (the core of ``backfill validate``), and:
+cell past the csv module's field size limit, JSON props nested 50 to 300 deep (Polars'
+parser stops at 128; in the JSONL form a compact one is an object), and timestamps at the
+edges of every format the SPEC names. It is written twice, as CSV and as JSONL of the same
+data, with or without a byte order mark, with LF or CRLF line ends, and sometimes with one
+stray byte that is not UTF-8. Both files go through ``pipeline.validate`` (the core of
+``backfill validate``), and:
 
 - nothing raises; every row is accounted for once (rows = records written, valid + invalid
   = rows), and every valid row's payload passes the API's rules (``sandbox.parse_event``);
@@ -21,11 +22,9 @@ JSONL form; ``test_broken_csv_quoting_costs_only_its_rows`` checks them against 
 written by the book), blank lines (not a record in CSV, a numbered line in JSONL), a BOM in
 a column name, and names padded with white space (names are trimmed).
 
-Left out of the generators because they are bugs, each pinned by a strict xfail at the end:
-column names that Polars' JSONPath cannot address (a backslash, two single quotes); JSON
-nested 127 deep or more. Left out of the command-line test only: column names that Polars
-reads as patterns (``*``, ``^...$``), which ``tables.TableWriter`` selects by, for the
-``--invalid-out`` file.
+Left out of the command-line test only, as a bug pinned by a strict xfail at the end: column
+names that Polars reads as patterns (``*``, ``^...$``), which ``tables.TableWriter`` selects
+by, for the ``--invalid-out`` file.
 """
 
 from __future__ import annotations
@@ -101,6 +100,10 @@ HOSTILE_NAMES = (
     "a,b",
     'say "hi"',
     "a'b",
+    "it's 'x'",  # what Polars' JSONPath cannot address
+    'it\'s "x"',
+    "a\\b",
+    "ends\\",
     "a]b",
     "$.x",
     "[0]",
@@ -378,13 +381,7 @@ def cell(role: str, hostile: bool, id_type: str) -> st.SearchStrategy[str]:
 
 
 def usable_name(name: str) -> bool:
-    """A header name the tool reads back as written (names are trimmed; a BOM is a BOM).
-
-    Names with a backslash or two single quotes are left to the xfail tests: JSONL cannot
-    read those fields.
-    """
-    if "\\" in name or name.count("'") > 1:
-        return False
+    """A header name the tool reads back as written (names are trimmed; a BOM is a BOM)."""
     return bool(name) and name == name.strip() and not name.startswith("\ufeff")
 
 
@@ -436,7 +433,7 @@ def oversized(
     columns: list[str],
     role_of: dict[str, str],
 ) -> None:
-    """Maybe put a huge cell anywhere, and JSON nested 50 to 100 deep in the props column."""
+    """Maybe put a huge cell anywhere, and JSON nested 50 to 300 deep in the props column."""
     if draw(st.booleans()):
         at, column = draw(st.integers(0, len(rows) - 1)), draw(st.sampled_from(columns))
         huge = ("x" * HUGE, "é" * HUGE, 'a,"b"\n' * (HUGE // 6 + 1))
@@ -444,8 +441,11 @@ def oversized(
         if column == role_of["timestamp"]:
             expects[at] = ANY
     if draw(st.booleans()):
-        deep = nested(draw(st.integers(50, 100)), draw(json_values))
-        rows[draw(st.integers(0, len(rows) - 1))][role_of["json"]] = json.dumps(deep)
+        deep = nested(draw(st.integers(50, 300)), draw(json_values))
+        compact = draw(st.sampled_from(((", ", ": "), (",", ":"))))
+        rows[draw(st.integers(0, len(rows) - 1))][role_of["json"]] = json.dumps(
+            deep, separators=compact
+        )
 
 
 @st.composite
@@ -864,10 +864,6 @@ def xfail(reason: str) -> pytest.MarkDecorator:
     return pytest.mark.xfail(strict=True, reason=reason)
 
 
-QUOTES = xfail("inputs.json_path escapes single quotes in a way Polars' JSONPath cannot parse")
-BACKSLASH = xfail("inputs.json_path escapes a backslash, which Polars' JSONPath does not unescape")
-
-
 @pytest.mark.parametrize(
     ("name", "form", "mapped"),
     [
@@ -885,10 +881,10 @@ BACKSLASH = xfail("inputs.json_path escapes a backslash, which Polars' JSONPath 
         pytest.param("*", "jsonl", True, id="star-jsonl-mapped"),
         pytest.param("^fl.*$", "csv", True, id="regex-csv-mapped"),
         pytest.param("^fl.*$", "jsonl", True, id="regex-jsonl-mapped"),
-        pytest.param("a\\b", "jsonl", True, marks=BACKSLASH, id="backslash-jsonl-mapped"),
-        pytest.param("ends\\", "jsonl", True, marks=BACKSLASH, id="trailing-backslash-jsonl"),
+        pytest.param("a\\b", "jsonl", True, id="backslash-jsonl-mapped"),
+        pytest.param("ends\\", "jsonl", True, id="trailing-backslash-jsonl"),
         pytest.param("a\\b", "csv", True, id="backslash-csv-mapped"),
-        pytest.param("it's 'x'", "jsonl", True, marks=QUOTES, id="two-quotes-jsonl-mapped"),
+        pytest.param("it's 'x'", "jsonl", True, id="two-quotes-jsonl-mapped"),
         pytest.param("it's", "jsonl", True, id="one-quote-jsonl-mapped"),
     ],
 )
@@ -938,20 +934,11 @@ def nested_text(depth: int) -> str:
     [
         pytest.param("csv", 127, False, id="csv-127"),
         pytest.param("jsonl", 127, False, id="jsonl-text-127"),
-        pytest.param(
-            "jsonl",
-            127,
-            True,
-            marks=xfail("a JSONL line nested 128 deep is 'not valid JSON' (serde's limit)"),
-            id="jsonl-object-127",
-        ),
-        pytest.param(
-            "csv",
-            128,
-            False,
-            marks=xfail("a JSON object nested 128 deep is 'not a JSON object' (bad_props)"),
-            id="csv-128",
-        ),
+        pytest.param("jsonl", 127, True, id="jsonl-object-127"),
+        pytest.param("csv", 128, False, id="csv-128"),
+        pytest.param("jsonl", 128, False, id="jsonl-text-128"),
+        pytest.param("jsonl", 300, True, id="jsonl-object-300"),
+        pytest.param("csv", 300, False, id="csv-300"),
     ],
 )
 def test_deeply_nested_props_are_a_json_object(

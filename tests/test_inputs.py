@@ -410,6 +410,46 @@ def test_jsonl_values_as_text(write: Write) -> None:
     ]
 
 
+JSONL_VALUES = ["1", "1.50", "-0", "12345678901234567890123", '"00123"', '{"k": [1, 2.5e-7]}']
+JSONL_VALUES += ["null", "true", '"\\u00e9"']
+
+
+@pytest.mark.parametrize("key", ["a\\b", "ends\\", "it's 'x'", 'it\'s "x"', 'a"b', "a'b"])
+def test_jsonl_fields_read_alike_whatever_their_names(write: Write, key: str) -> None:
+    lines = [f'{{"id": 1, "v": {v}, {json.dumps(key)}: {v}}}' for v in JSONL_VALUES]
+    write("j.jsonl", "\n".join([*lines, '{"id": 2}']) + "\n")
+    rows = read("j.jsonl", ["v", key])
+    assert [by_name for _, _, _, by_name in rows] == [plain for _, _, plain, _ in rows]
+    assert [plain for _, _, plain, _ in rows][:3] == ["1", "1.5", "-0.0"]
+
+
+@pytest.mark.parametrize("depth", [128, 500])
+def test_jsonl_lines_nested_past_polars_parser_are_read(write: Write, depth: int) -> None:
+    deep = '{"a":' * depth + "1.50" + "}" * depth
+    write("j.jsonl", f'{{"id": 1, "v": -0, "deep": {deep}}}\n{{"id": 2, "deep": {{}}}}\n')
+    rows = read("j.jsonl", ["id", "v", "deep"])
+    assert rows[0][:4] == (1, None, "1", "-0.0")
+    assert json.loads(rows[0][4]) == json.loads(deep)
+    assert rows[1] == (2, None, "2", None, "{}")
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        pytest.param('{"a": ' * 200 + "NaN" + "}" * 200, "not valid JSON", id="nan"),
+        pytest.param('{"a": ' * 200 + "1e400" + "}" * 200, "not valid JSON", id="out-of-range"),
+        pytest.param('{"a": ' * 200 + '"\\udc00"' + "}" * 200, "not valid JSON", id="surrogate"),
+        pytest.param('{"a": ' * 200 + "1" + "}" * 199, "not valid JSON", id="unclosed"),
+        pytest.param('{"a": ' * 9000 + "1" + "}" * 9000, "nested too deeply to read", id="deep"),
+    ],
+)
+def test_jsonl_deep_lines_polars_cannot_read_are_refused_as_json_refuses_them(
+    write: Write, line: str, problem: str
+) -> None:
+    write("j.jsonl", line + "\n")
+    assert read("j.jsonl", ["a"]) == [(1, problem, None)]
+
+
 def test_jsonl_broken_lines_and_line_numbers(write: Write) -> None:
     write(
         "j.jsonl",

@@ -253,6 +253,28 @@ def test_props_layout_and_rename() -> None:
     }
 
 
+@pytest.mark.parametrize("depth", [127, 128, 300])
+def test_props_nested_past_polars_parser_are_a_json_object(depth: int) -> None:
+    extra = '{"a": ' * depth + "1.50" + "}" * depth
+    props = json.loads(body(extra=extra)["custom_event_props"])
+    assert props["a"] == json.loads(extra)["a"]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        pytest.param("[" * 300 + "]" * 300, id="array"),
+        pytest.param('{"a": ' * 300 + "NaN" + "}" * 300, id="nan"),
+        pytest.param('{"a": ' * 300 + "1e400" + "}" * 300, id="out-of-range"),
+        pytest.param('{"a": ' * 300 + '"\\ud800"' + "}" * 300, id="lone-surrogate"),
+        pytest.param('{"a": ' * 300 + "1" + "}" * 299, id="unclosed"),
+        pytest.param('{"a": ' * 5000 + "1" + "}" * 5000, id="too-deep-for-python"),
+    ],
+)
+def test_props_nested_deep_but_not_an_object_are_bad(extra: str) -> None:
+    assert build(extra=extra)[REASON] == Reason.BAD_PROPS
+
+
 def test_empty_cells_are_left_out() -> None:
     props = json.loads(body(amount="", plan=" ", coupon="", extra="")["custom_event_props"])
     assert props == {}
