@@ -18,7 +18,7 @@ from typing import TypeVar
 import polars as pl
 
 from backfill.errors import InputError, UsageError
-from backfill.inputs import LINE, MALFORMED, ROW, InputFile, batches, open_input, read_ahead
+from backfill.inputs import LINE, ROW, InputFile, batches, export_columns, open_input, read_ahead
 from backfill.mapping import Mapping, check_columns
 from backfill.payloads import MESSAGE, REASON, build_payloads
 from backfill.report import ValidationReport
@@ -178,9 +178,10 @@ class InvalidOut:
             pl.col(MESSAGE).alias(self.names["message"]),
             pl.lit(batch.source).alias(self.names["source"]),
         )
-        originals = batch.rows.drop(ROW, MALFORMED)
-        if LINE in originals.columns:
-            originals = originals.select(pl.col(LINE).alias("line"))
+        if LINE in batch.rows.columns:
+            originals = batch.rows.select(pl.col(LINE).alias("line"))
+        else:  # an export's column named like one of the reader's is kept under another name
+            originals = export_columns(batch.rows)
         rows = pl.concat([why, originals], how="horizontal")
         self.writer.write(rows.filter(pl.col(self.names["reason"]).is_not_null()))
 

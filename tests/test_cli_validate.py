@@ -620,6 +620,23 @@ def test_input_columns_named_like_invalid_out_columns(write: Write, data: Path, 
     assert "hello" in record.values()
 
 
+@pytest.mark.parametrize("names", [pytest.param(["__row", "__malformed", "__line"], id="reader")])
+def test_invalid_out_keeps_columns_named_like_the_readers(
+    write: Write, data: Path, run: Run, names: list[str]
+) -> None:
+    write("r.csv", ",".join([*COLUMNS, *names]) + "\nflow_1,soon,e,email,a@b.c,,,,x,y,z\n")
+    result = run("validate", "r.csv", "-m", "mapping.toml", "--invalid-out", "bad.csv")
+    assert result.exit_code == 1
+    assert Path("bad.csv").read_text(encoding="utf-8") == (
+        ",".join(["source", "row", "reason", "message", *COLUMNS, *names]) + "\n"
+        "r.csv,1,bad_timestamp,column 'occurred_at': cannot read 'soon' as a timestamp,"
+        'flow_1,soon,e,email,a@b.c,"","","",x,y,z\n'
+    )
+    run("validate", "r.csv", "-m", "mapping.toml", "--invalid-out", "bad.jsonl")
+    record = json.loads(Path("bad.jsonl").read_text(encoding="utf-8"))
+    assert list(record.items())[-3:] == list(zip(names, "xyz", strict=True))
+
+
 def test_event_column_named_event_name(write: Write, run: Run) -> None:
     write(
         "m.toml",
