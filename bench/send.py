@@ -14,7 +14,8 @@ measures, each in its own child process (bench/measure.py), side by side in ever
 (the order rotates from round to round, the machine being shared):
 
     (a) backfill send FILE -m MAPPING --concurrency 64 --no-progress -o RESULTS --overwrite --json
-    (b) bench/send_bare_aiohttp.py: the prebuilt bodies, 64 workers, one ClientSession (ceiling)
+    (b) bench/send_bare_aiohttp.py: the prebuilt bodies, 64 workers, one ClientSession, on
+        uvloop's event loop as backfill runs (the ceiling), and on asyncio's own loop
     (c) bench/send_requests_threads.py: requests, 64 threads, one Session per thread
 
 and once more (a) on 1,000,000 rows for its peak RSS (unless --skip-1m). Reported per command:
@@ -22,8 +23,8 @@ wall time of the whole process, requests/s over the whole process and over its s
 (backfill: requests / elapsed_seconds of its --json summary; the baselines time their sending
 loop, after loading the bodies), the CPU seconds of the command and of the nginx worker, and
 peak RSS. The best round (highest sending-phase rate) of each is kept. Targets: backfill >= 75%
-of the bare aiohttp rate, >= 5x the threaded requests rate, RSS at 1M rows / at 100k close
-to 1 (at most 1.3).
+of the bare aiohttp rate on the same event loop, >= 5x the threaded requests rate, RSS at 1M
+rows / at 100k close to 1 (at most 1.3).
 """
 
 from __future__ import annotations
@@ -492,7 +493,14 @@ def run_backfill(
 
 
 def run_baseline(
-    script: str, label: str, bodies: Path, rows: int, sink: Sink, concurrency: int, flag: str
+    script: str,
+    label: str,
+    bodies: Path,
+    rows: int,
+    sink: Sink,
+    concurrency: int,
+    flag: str,
+    *extra: str,
 ) -> Run:
     """(b) or (c): a baseline script sending the prebuilt bodies."""
     outcome_path = OUT / f"{Path(script).stem}_outcome.json"
@@ -504,6 +512,7 @@ def run_baseline(
         sink.events_url,
         flag,
         str(concurrency),
+        *extra,
         "--json-out",
         str(outcome_path),
     ]
@@ -531,7 +540,8 @@ def run_all(args: argparse.Namespace) -> tuple[dict[str, Best], Run | None, dict
     big = None if args.skip_1m else ensure_events(BIG_ROWS)
     results = {
         "backfill": Best(f"(a) backfill send, {n}"),
-        "bare": Best(f"(b) bare aiohttp, {n}"),
+        "bare": Best(f"(b) bare aiohttp, uvloop, {n}"),
+        "bare_asyncio": Best(f"(b) bare aiohttp, asyncio, {n}"),
         "requests": Best(f"(c) requests, {concurrency} threads, {n}"),
     }
     source = backfill_source(bench_env())
@@ -545,6 +555,17 @@ def run_all(args: argparse.Namespace) -> tuple[dict[str, Best], Run | None, dict
             "bare": lambda: run_baseline(
                 "send_bare_aiohttp.py",
                 results["bare"].label,
+                bodies,
+                rows,
+                sink,
+                concurrency,
+                "--concurrency",
+                "--loop",
+                "uvloop",
+            ),
+            "bare_asyncio": lambda: run_baseline(
+                "send_bare_aiohttp.py",
+                results["bare_asyncio"].label,
                 bodies,
                 rows,
                 sink,
@@ -644,7 +665,7 @@ def print_report(results: dict[str, Best], big_run: Run | None) -> None:
     def get(run: Run | None, name: str) -> float | None:
         return None if run is None else float(getattr(run, name))
 
-    ceiling = "backfill / bare aiohttp"
+    ceiling = "backfill / bare aiohttp (uvloop)"
     print(
         ratio_line(
             f"{ceiling}, req/s sending",
@@ -665,6 +686,14 @@ def print_report(results: dict[str, Best], big_run: Run | None) -> None:
     print(
         ratio_line(
             f"{ceiling}, req per CPU second", div(get(b, "cpu_us"), get(a, "cpu_us")), False, 0.75
+        )
+    )
+    print(
+        ratio_line(
+            "backfill / bare aiohttp on asyncio's loop, req/s sending",
+            div(get(a, "rate_sending"), get(results["bare_asyncio"].best, "rate_sending")),
+            False,
+            0.75,
         )
     )
     print(

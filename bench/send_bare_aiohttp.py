@@ -1,13 +1,15 @@
 """The ceiling of the send benchmark: prebuilt bodies POSTed by a bare aiohttp worker pool.
 
-    python bench/send_bare_aiohttp.py BODIES URL [--concurrency 64] [--json-out PATH]
+    python bench/send_bare_aiohttp.py BODIES URL [--concurrency 64] [--loop uvloop]
+                                      [--json-out PATH]
 
 BODIES holds one JSON body per line (bench/send.py builds them with backfill's own pipeline).
 They are read and encoded before the clock starts; then ``--concurrency`` workers share one
 ``ClientSession`` over ``TCPConnector(limit=concurrency)`` and POST them, reading each answer,
 and do nothing else: no validation, no results file, no retries. Whatever backfill adds on top
-of this is its overhead. Prints (or writes to --json-out) the counts by HTTP status and the
-requests per second of the sending phase.
+of this is its overhead. ``--loop uvloop`` runs it on uvloop's event loop, as backfill runs
+where uvloop is installed: the ceiling on the same loop. Prints (or writes to --json-out) the
+counts by HTTP status and the requests per second of the sending phase.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("bodies", type=Path, help="one JSON body per line")
     parser.add_argument("url", help="the events URL to POST to")
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     parser.add_argument("--json-out", type=Path, help="write the outcome here, not to stdout")
     return parser.parse_args(argv)
 
@@ -68,7 +71,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     bodies = load_bodies(args.bodies)
-    statuses, elapsed = asyncio.run(send_all(bodies, args.url, args.concurrency))
+    factory = None
+    if args.loop == "uvloop":
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        statuses, elapsed = runner.run(send_all(bodies, args.url, args.concurrency))
     outcome = {
         "requests": len(bodies),
         "by_http_status": {str(k): v for k, v in sorted(statuses.items())},

@@ -118,6 +118,26 @@ def assert_one_record_per_row(records: list[dict[str, Any]], rows: int) -> None:
     assert {row for _, row in keys} == set(range(1, rows + 1))
 
 
+def test_a_send_runs_on_uvloop(loopback: Loopback, tmp_path: Path) -> None:
+    # uvloop is a dependency wherever it exists (not on Windows): the event loop is where a
+    # send spends most of its CPU, and uvloop's is in C.
+    loops: set[str] = set()
+    sandbox = loopback.sandbox()
+    jobs: list[Item] = [Job("core", r, body_of(r), row_flow(r), "email") for r in range(1, 4)]
+    summary = Summary(str(tmp_path / "r.jsonl"))
+    with ResultsWriter(str(tmp_path / "r.jsonl")) as writer:
+        send(
+            iter([jobs]),
+            Target(sandbox.url, PROJECT, SANDBOX_API_KEY),
+            SendOptions(),
+            writer,
+            summary,
+            on_progress=lambda _: loops.add(type(asyncio.get_running_loop()).__module__),
+        )
+    assert summary.by_status[Status.SENT] == 3
+    assert loops == {"uvloop"}
+
+
 # --- every status --------------------------------------------------------------------------
 
 
