@@ -8,6 +8,7 @@ from types import TracebackType
 from typing import IO
 
 import polars as pl
+import polars.selectors as cs
 
 from backfill.errors import BackfillError
 
@@ -40,7 +41,8 @@ class TableWriter:
     def write(self, frame: pl.DataFrame) -> None:
         """Append a frame's rows."""
         missing = [pl.lit(None, pl.String).alias(c) for c in self.columns if c not in frame.columns]
-        frame = frame.with_columns(missing).select(self.columns)
+        # By exact name: select would read a column named "*" or "^...$" as a pattern.
+        frame = frame.with_columns(missing).select(cs.by_name(*self.columns, require_all=True))
         if self.csv:
             frame.write_csv(self.out, include_header=not self.header_written)
             self.header_written = True

@@ -620,8 +620,14 @@ def test_input_columns_named_like_invalid_out_columns(write: Write, data: Path, 
     assert "hello" in record.values()
 
 
-@pytest.mark.parametrize("names", [pytest.param(["__row", "__malformed", "__line"], id="reader")])
-def test_invalid_out_keeps_columns_named_like_the_readers(
+@pytest.mark.parametrize(
+    "names",
+    [
+        pytest.param(["__row", "__malformed", "__line"], id="reader"),
+        pytest.param(["*", "^f.*$", "^x$"], id="polars-patterns"),
+    ],
+)
+def test_invalid_out_keeps_columns_named_like_the_readers_or_like_patterns(
     write: Write, data: Path, run: Run, names: list[str]
 ) -> None:
     write("r.csv", ",".join([*COLUMNS, *names]) + "\nflow_1,soon,e,email,a@b.c,,,,x,y,z\n")

@@ -21,10 +21,6 @@ Left out of the CSV/JSONL comparison, by design: broken CSV quoting and ragged r
 JSONL form; ``test_broken_csv_quoting_costs_only_its_rows`` checks them against the same CSV
 written by the book), blank lines (not a record in CSV, a numbered line in JSONL), a BOM in
 a column name, and names padded with white space (names are trimmed).
-
-Left out of the command-line test only, as a bug pinned by a strict xfail at the end: column
-names that Polars reads as patterns (``*``, ``^...$``), which ``tables.TableWriter`` selects
-by, for the ``--invalid-out`` file.
 """
 
 from __future__ import annotations
@@ -60,11 +56,6 @@ SETTINGS = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 ROLES = ("embeddable_id", "timestamp", "event", "key", "value", "metric", "dim", "col", "json")
-
-
-def polars_pattern(name: str) -> bool:
-    """Whether Polars reads a column name as a wildcard or a regex, if asked to select it."""
-    return name == "*" or (name.startswith("^") and name.endswith("$"))
 
 
 HOSTILE_NAMES = (
@@ -805,7 +796,7 @@ def test_broken_csv_quoting_costs_only_its_rows(
 
 
 @settings(SETTINGS, max_examples=8)
-@given(export=exports(max_rows=4, names=column_names.filter(lambda n: not polars_pattern(n))))
+@given(export=exports(max_rows=4))
 def test_validate_command_reports_every_row_without_a_traceback(
     tmp_path_factory: Any, export: Export
 ) -> None:
@@ -879,11 +870,6 @@ def plain_export(directory: Path, form: str, rows: list[dict[str, Any]], flow: s
     return path
 
 
-def xfail(reason: str) -> pytest.MarkDecorator:
-    """A strict xfail: the test passes once the bug is fixed, and must then lose its mark."""
-    return pytest.mark.xfail(strict=True, reason=reason)
-
-
 @pytest.mark.parametrize(
     ("name", "form", "mapped"),
     [
@@ -923,11 +909,8 @@ def test_a_column_name_is_only_a_name(tmp_path: Path, name: str, form: str, mapp
         pytest.param("__row", id="__row"),
         pytest.param("__malformed", id="__malformed"),
         pytest.param("__line", id="__line"),
-        pytest.param(
-            "*",
-            marks=xfail("tables.TableWriter selects its columns by name: '*' is a wildcard"),
-            id="star",
-        ),
+        pytest.param("*", id="star"),
+        pytest.param("^fl.*$", id="regex"),
     ],
 )
 def test_the_invalid_rows_file_keeps_every_column(tmp_path: Path, name: str) -> None:
