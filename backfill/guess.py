@@ -35,10 +35,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
+import polars.selectors as cs
 
 from backfill.codes import Reason, Repair
 from backfill.errors import InputError, MappingError, UsageError
-from backfill.inputs import LINE, MALFORMED, ROW, batches, open_input
+from backfill.inputs import MALFORMED, batches, frame_column, open_input
 from backfill.mapping import Mapping, Source, check_columns, load_mapping
 from backfill.payloads import CONVERTIBLE_NAME, JSON_NUMBER, REASON, build_payloads
 from backfill.pipeline import check_outputs
@@ -282,8 +283,8 @@ def read_sample(source: str, fmt: str | None, rows: int) -> tuple[pl.DataFrame, 
 
 
 def usable(columns: Sequence[str]) -> list[str]:
-    """The columns a mapping can name: not blank (a JSONL key ""), not a working column."""
-    return [c for c in columns if c.strip() and c not in (ROW, MALFORMED, LINE)]
+    """The columns a mapping can name: not blank (a JSONL key "")."""
+    return [c for c in columns if c.strip()]
 
 
 def guess_mapping(
@@ -319,9 +320,16 @@ def _may_hold_times(p: Profile) -> bool:
     return p.filled > 0 and (p.share(p.dated) >= MIN_SHARE or TIMESTAMP_NAMES.tier(p.column) > 0)
 
 
+def _column(sample: pl.DataFrame, column: str) -> pl.Series:
+    """An export's column of the sample (kept under another name if named like the reader's)."""
+    return sample.get_column(frame_column(column))
+
+
 def _text(column: str) -> pl.Expr:
     """A column as trimmed text, null when blank: what the validate rules see."""
-    return pl.col(column).cast(pl.String).str.strip_chars().replace("", None)
+    # By exact name: pl.col would read a column named "*" or "^...$" as a pattern.
+    exact = cs.by_name(frame_column(column), require_all=True).as_expr()
+    return exact.cast(pl.String).str.strip_chars().replace("", None)
 
 
 def profile(sample: pl.DataFrame, columns: Sequence[str]) -> list[Profile]:
@@ -384,7 +392,7 @@ def _read_times(sample: pl.DataFrame, p: Profile, fmt: str | None) -> TimeFit:
     """How many of a column's values validate as timestamps, with or without a format."""
     checked = build_payloads(sample, _trial(p.column, fmt=fmt), bodies=False)
     valid = checked[REASON].is_null()
-    bad = sample[p.column].filter(checked[REASON] == Reason.BAD_TIMESTAMP.value)
+    bad = _column(sample, p.column).filter(checked[REASON] == Reason.BAD_TIMESTAMP.value)
     return TimeFit(
         share=p.share(int(valid.sum())),
         filled=p.filled,
@@ -503,7 +511,7 @@ def event_fit(sample: pl.DataFrame, p: Profile) -> EventFit:
         return EventFit(0.0, 0, None)
     checked = build_payloads(sample, _trial(event=p.column), bodies=False)
     converted = checked[Repair.EVENT_NAME_CONVERTED.value]
-    examples = sample[p.column].filter(converted)
+    examples = _column(sample, p.column).filter(converted)
     return EventFit(
         share=p.share(int(checked[REASON].is_null().sum())),
         converted=int(converted.sum()),

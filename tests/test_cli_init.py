@@ -418,16 +418,63 @@ def test_odd_column_names_round_trip(write: Write, run: Run) -> None:
     write("x.jsonl", line * 4)
     result = run("init", "x.jsonl")
     assert result.exit_code == 0
-    assert '  metrics: "été\\ncount" (numbers)\n' in result.stdout
+    assert '  metrics: "été\\ncount", __row (numbers)\n' in result.stdout
     mapping = assert_mapping(
         "mapping.toml",
         {
             "identifier_value": Source("identifier.value", column='e-mail "work"'),
-            "metrics": ("été\ncount",),
+            "metrics": ("été\ncount", "__row"),
         },
     )
     assert "" not in mapping.columns_used()
     assert run("validate", "x.jsonl", "-m", "mapping.toml").exit_code == 0
+
+
+@pytest.mark.parametrize("form", ["csv", "jsonl"])
+def test_columns_named_like_patterns_or_the_readers_are_guessed(
+    write: Write, run: Run, form: str
+) -> None:
+    columns = {
+        "flow_id": ["flow_1"] * 4,
+        "*": ["10", "11", "12", "13"],
+        "^a$": ["free", "pro"] * 2,
+        "__row": [f"2024-03-0{1 + i}T10:00:00Z" for i in range(4)],
+        "email": [f"u{i}@x.com" for i in range(4)],
+        "event": ["signed_up"] * 4,
+        "__line": [f"n{i}" for i in range(4)],
+    }
+    header, cells = list(columns), list(zip(*columns.values(), strict=True))
+    if form == "csv":
+        write("x.csv", "\n".join(",".join(r) for r in [header, *cells]) + "\n")
+    else:
+        write(
+            "x.jsonl", "".join(json.dumps(dict(zip(header, r, strict=True))) + "\n" for r in cells)
+        )
+    result = run("init", f"x.{form}")
+    assert result.exit_code == 0
+    assert result.stderr == ""
+    assert result.stdout == (
+        f"Guessed from 4 sampled rows of x.{form}:\n"
+        "  embeddable_id: flow_id (name)\n"
+        "  timestamp: __row (values; 100% of 4 sampled values parse)\n"
+        "  custom_event_name: event (name; 100% of 4 sampled values are snake_case)\n"
+        '  identifier: email (name; 100% of 4 sampled values are email addresses; key "email")\n'
+        "  metrics: * (numbers)\n"
+        "  dimensions: ^a$ (at most 50 distinct values, repeated)\n"
+        "  not sent: __line (add any to props.columns to copy it as it is)\n"
+        f"Wrote mapping.toml. Check it, then run: backfill validate x.{form} -m mapping.toml\n"
+    )
+    assert_mapping(
+        "mapping.toml",
+        {
+            "timestamp": Source("fields.timestamp", column="__row"),
+            "metrics": ("*",),
+            "dimensions": ("^a$",),
+        },
+    )
+    checked = run("validate", f"x.{form}", "-m", "mapping.toml", "--json")
+    assert (checked.exit_code, checked.stderr) == (0, "")
+    assert json.loads(checked.stdout)["valid"] == 4
 
 
 def test_help_has_an_example(run: Run) -> None:

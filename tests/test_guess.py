@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Callable
@@ -131,7 +132,52 @@ def test_read_sample_is_bounded_and_skips_malformed_rows(write: Write) -> None:
 
 
 def test_usable_columns() -> None:
-    assert usable(["a", "", " ", "__row", "__malformed", "__line", "__rows"]) == ["a", "__rows"]
+    assert usable(["a", "", " ", "__row", "__malformed", "__line", "__rows", "*", "^a$"]) == [
+        "a",
+        "__row",
+        "__malformed",
+        "__line",
+        "__rows",
+        "*",
+        "^a$",
+    ]
+
+
+def jsonl(header: str, *columns: list[str]) -> str:
+    """The JSONL form of ``rows``: one object of text values per row."""
+    names = header.split(",")
+    return "".join(
+        json.dumps(dict(zip(names, values, strict=True))) + "\n"
+        for values in zip(*columns, strict=True)
+    )
+
+
+HOSTILE_NAMES = ["*", "^a$", "^.*$", "__row", "__malformed", "__line"]
+
+
+@pytest.mark.parametrize("form", ["csv", "jsonl"])
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_any_column_name_is_guessed_by_its_values(write: Write, name: str, form: str) -> None:
+    # The name holds each field in turn; a plain column beside it keeps its own guess.
+    export = rows if form == "csv" else jsonl
+    other = [f"x{i % 2}" for i in range(8)]  # a dimension
+    path = f"x.{form}"
+    mapping, guessed = guess(write, export(f"{name},email,other", ISO, EMAILS, other), path)
+    assert mapping.timestamp == Source("fields.timestamp", column=name)
+    assert (
+        why(guessed, "timestamp") == f"timestamp: {name} (values; 100% of 8 sampled values parse)"
+    )
+    assert mapping.dimensions == ("other",)
+    os.unlink("mapping.toml")
+    mapping, _ = guess(write, export(f"ts,{name},other", ISO, EMAILS, other), path)
+    assert mapping.identifier_value == Source("identifier.value", column=name)
+    os.unlink("mapping.toml")
+    mapping, _ = guess(write, export(f"ts,email,{name}", ISO, EMAILS, EVENTS), path)
+    assert mapping.event_name == Source("fields.custom_event_name", column=name)
+    os.unlink("mapping.toml")
+    amounts = [str(i) for i in range(8)]
+    mapping, _ = guess(write, export(f"ts,email,{name},other", ISO, EMAILS, amounts, other), path)
+    assert (mapping.metrics, mapping.dimensions) == ((name,), ("other",))
 
 
 def test_a_named_timestamp_beats_numbers_that_read_as_epochs(write: Write) -> None:
