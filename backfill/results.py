@@ -13,7 +13,7 @@ import hashlib
 import io
 import json
 import os
-import time
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
@@ -92,12 +92,18 @@ class ResultsWriter:
         except OSError as exc:
             raise ResultsFileError(f"{path}: cannot write: {exc.strerror}") from None
         os.fchmod(self.fd, 0o600)  # also when --overwrite reuses a file made readable to others
-        self.last_sync = time.monotonic()
         if self.csv and os.fstat(self.fd).st_size == 0:
             self._write(_csv_line(FIELDS))
+        # fsync takes milliseconds, now and then hundreds: in the sending thread it would
+        # hold up every request in flight, so it runs in a thread of its own.
+        self.closing = threading.Event()
+        self.syncer = threading.Thread(
+            target=self._sync_every_second, name="backfill-results-sync", daemon=True
+        )
+        self.syncer.start()
 
     def write(self, record: Record) -> None:
-        """Hand one record to the operating system now; sync if a second has passed."""
+        """Hand one record to the operating system now (the disk has it within a second)."""
         message = record.message
         if message and ("\n" in message or "\r" in message):
             message = " ".join(message.split())  # one record, one line
@@ -118,10 +124,6 @@ class ResultsWriter:
         else:
             line = _encode(dict(zip(FIELDS, values, strict=True))) + "\n"
         self._write(redact(line))
-        now = time.monotonic()
-        if now - self.last_sync >= SYNC_EVERY_SECONDS:
-            self.sync()
-            self.last_sync = now
 
     def _write(self, text: str) -> None:
         """Write all of a line, whatever os.write accepts at once."""
@@ -130,16 +132,28 @@ class ResultsWriter:
             written = os.write(self.fd, view)
             view = view[written:]
 
-    def sync(self) -> None:
-        """Force what was written to disk."""
-        os.fsync(self.fd)
+    def _sync_every_second(self) -> None:
+        """Force what was written to disk once a second, until the file is closed."""
+        while not self.closing.wait(SYNC_EVERY_SECONDS):
+            try:
+                os.fsync(self.fd)
+            except OSError:
+                return  # close() syncs again, and raises what the disk says
 
     def close(self) -> None:
         """Sync and close."""
         if self.fd >= 0:
-            self.sync()
-            os.close(self.fd)
-            self.fd = -1
+            self.closing.set()
+            self.syncer.join()
+            fd, self.fd = self.fd, -1
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                raise ResultsFileError(
+                    f"{self.path}: cannot write to disk: {exc.strerror}"
+                ) from None
+            finally:
+                os.close(fd)
 
     def __enter__(self) -> ResultsWriter:
         return self

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 import stat
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import fields
 from pathlib import Path
@@ -14,6 +17,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+import backfill.results
 from backfill.codes import SANDBOX_API_KEY, Status
 from backfill.errors import ResultsFileError
 from backfill.results import FIELDS, Record, ResultsWriter, default_results_path
@@ -251,3 +255,40 @@ def test_awkward_text_survives_the_round_trip(name: str, workdir: Path) -> None:
 )
 def test_default_results_path(first_input: str, path: str) -> None:
     assert default_results_path(first_input) == path
+
+
+def test_the_results_file_is_synced_every_second_off_the_sending_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(threading.current_thread().name)
+        real_fsync(fd)
+
+    monkeypatch.setattr(backfill.results, "SYNC_EVERY_SECONDS", 0.05)
+    monkeypatch.setattr(backfill.results.os, "fsync", fsync)
+    with ResultsWriter(str(tmp_path / "r.jsonl")) as writer:
+        writer.write(Record("events.csv", 1, Status.SENT, 200, attempts=1, payload="{}"))
+        deadline = time.monotonic() + 5
+        while not synced and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert synced and set(synced) == {"backfill-results-sync"}
+    assert synced[-1] == threading.current_thread().name  # and once more at close
+
+
+def test_a_disk_that_fails_to_sync_at_close_is_a_one_line_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fsync(fd: int) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    writer = ResultsWriter(str(tmp_path / "r.jsonl"))
+    monkeypatch.setattr(backfill.results.os, "fsync", fsync)
+    with pytest.raises(ResultsFileError) as caught:
+        writer.close()
+    assert (
+        str(caught.value)
+        == f"{tmp_path / 'r.jsonl'}: cannot write to disk: {os.strerror(errno.EIO)}"
+    )
