@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -383,6 +383,24 @@ custom_event_name = "event"
 key   = { value = "email" }
 value = { column = "email" }
 """
+
+
+def send_argv(
+    url: str,
+    *extra: str,
+    inputs: Sequence[str] = ("events.csv",),
+    results: str | None = "results.jsonl",
+    project: str = "pr_1",
+) -> list[str]:
+    """``send`` of the ``events_csv`` export with send_mapping.toml to ``url``, no progress bar.
+
+    ``results=None`` leaves the results file at its default path.
+    """
+    argv = ["send", *inputs, "-m", "send_mapping.toml", "--base-url", url]
+    argv += ["--project-id", project, "--no-progress"]
+    if results is not None:
+        argv += ["-o", results]
+    return [*argv, *extra]
 
 
 def row_email(row: int) -> str:

@@ -16,7 +16,16 @@ from aiohttp import web
 
 from backfill.codes import SANDBOX_API_KEY
 from backfill.sandbox import parse_event
-from tests.conftest import Loopback, Run, Write, closed_port, read_records, row_email, row_flow
+from tests.conftest import (
+    Loopback,
+    Run,
+    Write,
+    closed_port,
+    read_records,
+    row_email,
+    row_flow,
+    send_argv,
+)
 
 SAMPLE = Path(__file__).parent.parent / "sample_data"
 ENV = ("EMBEDDABLES_API_KEY", "EMBEDDABLES_API_URL", "EMBEDDABLES_PROJECT_ID")
@@ -254,18 +263,7 @@ def test_the_same_input_twice_is_refused(
     events_csv(2)
     url, hits = ok_server(loopback)
     monkeypatch.setenv("EMBEDDABLES_API_KEY", SANDBOX_API_KEY)
-    result = run(
-        "send",
-        "events.csv",
-        second,
-        "-m",
-        "send_mapping.toml",
-        "--base-url",
-        url,
-        "--project-id",
-        "pr_1",
-        "--no-progress",
-    )
+    result = run(*send_argv(url, inputs=("events.csv", second), results=None))
     assert result.exit_code == 2, result.output
     assert hits.bodies == []
 
@@ -412,18 +410,7 @@ def test_several_inputs_are_recorded_by_source_and_row(
     events_csv(3, name="more/events.csv")
     sandbox = loopback.sandbox()
     monkeypatch.setenv("EMBEDDABLES_API_KEY", SANDBOX_API_KEY)
-    result = run(
-        "send",
-        "events.csv",
-        "more/events.csv",
-        "-m",
-        "send_mapping.toml",
-        "--base-url",
-        sandbox.url,
-        "--project-id",
-        "pr_1",
-        "--no-progress",
-    )
+    result = run(*send_argv(sandbox.url, inputs=("events.csv", "more/events.csv"), results=None))
     assert result.exit_code == 0
     records = read_records("events.results.jsonl")
     assert sorted((r["source"], r["row"]) for r in records) == [

@@ -21,7 +21,7 @@ import backfill.results
 from backfill.codes import SANDBOX_API_KEY, Status
 from backfill.errors import ResultsFileError
 from backfill.results import FIELDS, Record, ResultsWriter, default_results_path
-from tests.conftest import Loopback, Run, read_records
+from tests.conftest import Loopback, Run, read_records, send_argv
 
 SPEC_FIELDS = [
     "source",
@@ -73,21 +73,7 @@ def send_one_of_each(
     """Send five rows that end in the five statuses; the records and the bodies sent by row."""
     events_csv(5, invalid={INVALID_ROW})
     url, hits = loopback.serve(one_of_each)
-    result = run(
-        "send",
-        "events.csv",
-        "-m",
-        "send_mapping.toml",
-        "--base-url",
-        url,
-        "--project-id",
-        "pr_1",
-        "--no-progress",
-        "--max-retries",
-        "0",
-        "-o",
-        results,
-    )
+    result = run(*send_argv(url, "--max-retries", "0", results=results))
     assert result.exit_code == 1, result.output
     bodies = {}
     for body in hits.bodies:
@@ -158,20 +144,7 @@ def test_an_overwritten_results_file_is_private(
     Path("results.jsonl").write_text("old\n", encoding="utf-8")
     os.chmod("results.jsonl", 0o644)
     sandbox = loopback.sandbox()
-    result = run(
-        "send",
-        "events.csv",
-        "-m",
-        "send_mapping.toml",
-        "--base-url",
-        sandbox.url,
-        "--project-id",
-        "pr_1",
-        "--no-progress",
-        "-o",
-        "results.jsonl",
-        "--overwrite",
-    )
+    result = run(*send_argv(sandbox.url, "--overwrite"))
     assert result.exit_code == 0
     assert stat.S_IMODE(os.stat("results.jsonl").st_mode) == 0o600
 

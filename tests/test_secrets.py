@@ -20,7 +20,7 @@ from backfill.errors import CredentialsError
 from backfill.results import ResultsWriter
 from backfill.sender import Job, SendOptions, Target, check_target, send
 from backfill.summary import Summary
-from tests.conftest import Loopback, Write, closed_port, row_email, row_flow
+from tests.conftest import Loopback, Write, closed_port, row_email, row_flow, send_argv
 
 KEY = "rk_SECRET_1234567890"
 SECRET = KEY.removeprefix("rk_")  # what must not show, whatever prefix a wrong key has
@@ -66,20 +66,7 @@ def invoke(*args: str) -> Result:
 
 def send_args(url: str, *extra: str) -> list[str]:
     """``send events.csv`` to ``url``."""
-    return [
-        "send",
-        "events.csv",
-        "-m",
-        "send_mapping.toml",
-        "--base-url",
-        url,
-        "--project-id",
-        "pr_1",
-        "--no-progress",
-        "-o",
-        "results.jsonl",
-        *extra,
-    ]
+    return send_argv(url, *extra)
 
 
 def assert_no_secret(result: Result, caplog: pytest.LogCaptureFixture, *texts: str) -> None:

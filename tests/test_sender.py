@@ -28,9 +28,17 @@ from backfill.results import Record, ResultsWriter
 from backfill.sandbox import RunningSandbox, SandboxConfig
 from backfill.sender import Item, Job, SendOptions, Target, _retry_after, send
 from backfill.summary import Summary
-from tests.conftest import Loopback, Run, closed_port, read_records, row_email, row_flow
+from tests.conftest import (
+    PROJECT,
+    Loopback,
+    Run,
+    closed_port,
+    read_records,
+    row_email,
+    row_flow,
+    send_argv,
+)
 
-PROJECT = "pr_test"
 KEY_MESSAGE = (
     "the key was rejected. Check that EMBEDDABLES_API_KEY (or --api-key-file) holds a current"
     " rk_ key of this project, and that --project-id and --base-url are right"
@@ -48,20 +56,7 @@ def sandbox_key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def send_cli(run: Run, url: str, *extra: str, results: str = "results.jsonl") -> Any:
     """``backfill send events.csv`` to ``url``, results to ``results``."""
-    return run(
-        "send",
-        "events.csv",
-        "-m",
-        "send_mapping.toml",
-        "--base-url",
-        url,
-        "--project-id",
-        PROJECT,
-        "--no-progress",
-        "-o",
-        results,
-        *extra,
-    )
+    return run(*send_argv(url, *extra, results=results, project=PROJECT))
 
 
 def body_of(row: int) -> str:

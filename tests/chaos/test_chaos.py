@@ -38,6 +38,7 @@ from backfill.runs import RetryRun, SendRun, run_retry, run_send
 from backfill.sandbox import RunningSandbox, SandboxConfig, SandboxState
 from backfill.sender import SendOptions, Target
 from backfill.summary import Summary
+from tests.conftest import SEND_MAPPING
 
 ROWS = int(os.environ.get("BACKFILL_CHAOS_ROWS", "3000"))
 SEED = int(os.environ.get("BACKFILL_CHAOS_SEED", "20240301"))
@@ -46,19 +47,13 @@ INVALID_EVERY = 97  # these rows have an unreadable timestamp: final without a r
 MISSING_EVERY = 89  # these rows' users are not in the users file: 404 not_found
 EVENT_EXTRAS = ("entry_id", "event_id", "received_at")  # what the sandbox adds to a body
 
-MAPPING = """\
-[fields]
-embeddable_id     = "flow_id"
-timestamp         = "occurred_at"
-custom_event_name = "event"
-
-[identifier]
-key   = { value = "email" }
-value = { column = "email" }
-
+MAPPING = (
+    SEND_MAPPING
+    + """
 [props]
 columns = ["export_source", "export_row"]
 """
+)
 
 pytestmark = pytest.mark.chaos
 
