@@ -210,6 +210,28 @@ def write_expected(path: Path, rows: int, planted: Counter[str]) -> None:
     expected_path(path).write_text(json.dumps(expected, indent=2) + "\n", encoding="utf-8")
 
 
+def size_label(rows: int) -> str:
+    """1000000 -> "1m", 200000 -> "200k": short, stable file names."""
+    for unit, size in (("m", 1_000_000), ("k", 1_000)):
+        if rows % size == 0:
+            return f"{rows // size}{unit}"
+    return str(rows)
+
+
+def generated(path: Path, rows: int, invalid_rate: float) -> Path:
+    """The generated CSV at ``path``, written now if it (or its counts) is missing."""
+    if path.exists() and expected_path(path).exists():
+        return path
+    print(f"generating {path.name} ({rows:,} rows) ...", flush=True)
+    started = time.perf_counter()
+    partial = path.with_name(path.name + ".partial")
+    planted = write_events(partial, rows, invalid_rate=invalid_rate)
+    partial.replace(path)  # an interrupted run must not leave a short file that looks complete
+    write_expected(path, rows, planted)
+    print(f"  done in {time.perf_counter() - started:.1f} s", flush=True)
+    return path
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)

@@ -47,7 +47,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from gen_events import expected_path, write_events, write_expected
+from gen_events import generated, size_label
 from measure import CommandFailed, Measurement, measure
 
 BENCH = Path(__file__).resolve().parent
@@ -238,27 +238,9 @@ class Sink:
 # --- inputs ------------------------------------------------------------------------------
 
 
-def size_label(rows: int) -> str:
-    """1000000 -> "1m", 100000 -> "100k": short, stable file names."""
-    for unit, size in (("m", 1_000_000), ("k", 1_000)):
-        if rows % size == 0:
-            return f"{rows // size}{unit}"
-    return str(rows)
-
-
 def ensure_events(rows: int) -> Path:
     """A generated CSV of ``rows`` rows, every one valid, written now if missing."""
-    path = OUT / f"events_send_{size_label(rows)}.csv"
-    if path.exists() and expected_path(path).exists():
-        return path
-    print(f"generating {path.relative_to(ROOT)} ({rows:,} rows, all valid) ...", flush=True)
-    started = time.perf_counter()
-    partial = path.with_name(path.name + ".partial")
-    planted = write_events(partial, rows, invalid_rate=0.0)
-    partial.replace(path)  # an interrupted run must not leave a short file that looks complete
-    write_expected(path, rows, planted)
-    print(f"  done in {time.perf_counter() - started:.1f} s", flush=True)
-    return path
+    return generated(OUT / f"events_send_{size_label(rows)}.csv", rows, invalid_rate=0.0)
 
 
 def ensure_mapping() -> Path:

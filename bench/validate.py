@@ -21,13 +21,12 @@ import argparse
 import json
 import shutil
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gen_events import expected_path, write_events, write_expected
+from gen_events import expected_path, generated, size_label
 from measure import CommandFailed, Measurement, best_of
 
 BENCH = Path(__file__).resolve().parent
@@ -46,27 +45,9 @@ class Result:
     note: str = ""
 
 
-def size_label(rows: int) -> str:
-    """1000000 -> "1m", 200000 -> "200k": short, stable file names."""
-    for unit, size in (("m", 1_000_000), ("k", 1_000)):
-        if rows % size == 0:
-            return f"{rows // size}{unit}"
-    return str(rows)
-
-
 def ensure_events(rows: int) -> Path:
-    """The generated CSV for ``rows`` rows, written now if it (or its counts) is missing."""
-    path = OUT / f"events_{size_label(rows)}.csv"
-    if path.exists() and expected_path(path).exists():
-        return path
-    print(f"generating {path.relative_to(ROOT)} ({rows:,} rows) ...", flush=True)
-    started = time.perf_counter()
-    partial = path.with_name(path.name + ".partial")
-    planted = write_events(partial, rows)
-    partial.replace(path)  # an interrupted run must not leave a short file that looks complete
-    write_expected(path, rows, planted)
-    print(f"  done in {time.perf_counter() - started:.1f} s", flush=True)
-    return path
+    """The generated CSV for ``rows`` rows (1% invalid), written now if missing."""
+    return generated(OUT / f"events_{size_label(rows)}.csv", rows, invalid_rate=0.01)
 
 
 def ensure_mapping() -> Path:
