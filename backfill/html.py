@@ -360,7 +360,7 @@ def _diagnosis(data: dict[str, Any]) -> str:
 
 
 def _not_found_table(entries: list[dict[str, Any]]) -> str:
-    """Names with 404s: answered, not found, the share and the likely cause."""
+    """Names with 404s: answered, not found, the share and the cause the data points to."""
     rows = [
         [
             f"<code>{_e(e['name'])}</code>",
@@ -372,7 +372,7 @@ def _not_found_table(entries: list[dict[str, Any]]) -> str:
         for e in entries[:TOP]
     ]
     more = len(entries) - TOP
-    heads = ["Name", "Answered", "Not found", "Share", "Likely cause"]
+    heads = ["Name", "Answered", "Not found", "Share", "Cause"]
     table = _table(heads, rows, (22, 11, 11, 9, 47), numeric=(1, 2, 3))
     return table + (f'<p class="note">... and {_e(_n(more))} more</p>' if more > 0 else "")
 

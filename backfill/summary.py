@@ -34,13 +34,101 @@ MAX_PROBLEMS = 100  # kinds of problem (error codes) with examples kept
 # Top-level fields of a payload as this tool writes it (a nested one would be escaped: \").
 DAY_IN_PAYLOAD = r'"timestamp":\s*"(\d{4}-\d{2}-\d{2})'
 EVENT_IN_PAYLOAD = r'"custom_event_name":\s*"([^"\\]*)"'
-# Likely causes of 404s, in the words of API.md.
-CAUSE_WRONG_ID = "wrong embeddable id, or its users never gave this identifier"
-CAUSE_WRONG_KEY = "wrong key: no user entry of these Embeddables has this identifier key"
+# Causes of 404s, in the words of API.md: an embeddable id or key is blamed only when the data
+# shows it (see not_found_groups).
+CAUSE_WRONG_ID = (
+    "likely a wrong embeddable id (other embeddable ids had rows sent),"
+    " or its users never gave this identifier"
+)
+CAUSE_WRONG_KEY = "likely a wrong key (other identifier keys had rows sent)"
 CAUSE_SOME_USERS = (
     "some users not found: the user never gave that identifier (or not yet),"
     " or the value is wrong or double-escaped"
 )
+CAUSE_NOTHING_SENT = (
+    "no user entry found and nothing else sent to compare with: the users may not exist"
+    " yet, or the embeddable id, identifier key or value is wrong"
+)
+# What a likely mistake line adds, per kind of group.
+LIKELY_NOTE = {
+    "embeddable id": " (or its users never gave this identifier)",
+    "identifier key": " (the users' entries may have been made with another key)",
+}
+NEUTRAL_404 = (
+    "404 ENTRY_NOT_FOUND: no user entry matches these identifiers for their embeddable id;"
+    " the users may not exist yet (retry them later) or gave another identifier, or the"
+    " value is wrong"
+)
+NOTHING_SENT = "no row was sent, so a wrong embeddable id or identifier key cannot be ruled out"
+NAMES_SHOWN = 3  # names of each kind listed to check when nothing was sent
+MIN_ROWS_TO_BLAME = 2  # one row not found is one missing user, not evidence against its id
+
+
+@dataclass(frozen=True)
+class NotFoundGroup:
+    """The 404s of one embeddable id or identifier key, and the cause the data points to."""
+
+    name: str
+    answered: int
+    not_found: int
+    likely: bool  # the name itself is the likely mistake
+    cause: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The group as a row of the JSON 404 tables."""
+        return {
+            "name": self.name,
+            "answered": self.answered,
+            "not_found": self.not_found,
+            "likely_cause": self.cause,
+        }
+
+
+def not_found_groups(
+    kind: str, answered: Counter[str], missing: Counter[str]
+) -> list[NotFoundGroup]:
+    """Each name of one kind with 404s, commonest first: the one place a 404's cause is decided.
+
+    A name is the likely mistake only when every answered row of it was not found while
+    other names of the same kind had rows sent: that contrast is the evidence. Without it the
+    cause stays neutral.
+    """
+    sent = {name for name, count in answered.items() if count > missing[name]}
+    groups = []
+    for name, count in sorted(missing.items(), key=lambda kv: (-kv[1], kv[0])):
+        others_sent = bool(sent - {name})
+        if name in sent:
+            likely, cause = False, CAUSE_SOME_USERS
+        elif others_sent and count >= MIN_ROWS_TO_BLAME:
+            likely, cause = True, CAUSE_WRONG_ID if kind == "embeddable id" else CAUSE_WRONG_KEY
+        else:
+            likely, cause = False, CAUSE_SOME_USERS if others_sent else CAUSE_NOTHING_SENT
+        groups.append(NotFoundGroup(name, answered[name], count, likely, cause))
+    return groups
+
+
+def diagnosis_lines(groups: dict[str, list[NotFoundGroup]], not_found: int) -> list[str]:
+    """The 404 diagnosis as sentences: each likely mistake, or else the neutral cause."""
+    lines = [
+        f"every one of the {g.not_found:,} rows with {kind} '{g.name}' was not found:"
+        f" that {kind} is the likely mistake{LIKELY_NOTE[kind]}"
+        for kind, kind_groups in groups.items()
+        for g in kind_groups
+        if g.likely
+    ]
+    if lines or not not_found:
+        return lines
+    if not all(g.cause == CAUSE_NOTHING_SENT for g in groups["embeddable id"]):
+        return [NEUTRAL_404]
+    to_check = "; ".join(_listed(kind, kind_groups) for kind, kind_groups in groups.items())
+    return [NEUTRAL_404, f"{NOTHING_SENT}: check {to_check}"]
+
+
+def _listed(kind: str, groups: list[NotFoundGroup]) -> str:
+    """The commonest names of a kind, quoted: "embeddable ids 'a', 'b' and 2 more"."""
+    names = ", ".join(f"'{g.name}'" for g in groups[:NAMES_SHOWN])
+    more = f" and {len(groups) - NAMES_SHOWN:,} more" if len(groups) > NAMES_SHOWN else ""
+    return f"{kind}{'s' if len(groups) > 1 else ''} {names}{more}"
 
 
 @dataclass
@@ -159,30 +247,16 @@ class Summary:
                 kept.append({k: record[k] for k in ("source", "row", "status", "message", "key")})
                 kept[-1]["value"] = record["value"]
 
-    def diagnosis(self) -> list[str]:
-        """Likely causes of 404s, in the terms of API.md: a wrong embeddable id or key."""
-        lines = []
-        for what, answered, missing in (
-            ("embeddable id", self.answered_by_id, self.not_found_by_id),
-            ("identifier key", self.answered_by_key, self.not_found_by_key),
-        ):
-            for name, count in sorted(missing.items(), key=lambda kv: (-kv[1], kv[0])):
-                if count == answered[name] and count > 1:
-                    lines.append(
-                        f"every one of the {count:,} rows with {what} '{name}' was not found:"
-                        f" that {what} is the likely mistake"
-                        + (
-                            " (no user entry of this Embeddable has it)"
-                            if what == "identifier key"
-                            else " (or its users never gave this identifier)"
-                        )
-                    )
-        if not lines and self.by_status[Status.NOT_FOUND]:
-            lines.append(
-                "404 ENTRY_NOT_FOUND: no user entry matches these identifiers for their embeddable"
-                " id; the users may not exist yet (retry them later) or gave another identifier"
-            )
-        return lines
+    def not_found_groups(self) -> dict[str, list[NotFoundGroup]]:
+        """The 404s by embeddable id and by identifier key, each with its cause."""
+        return {
+            "embeddable id": not_found_groups(
+                "embeddable id", self.answered_by_id, self.not_found_by_id
+            ),
+            "identifier key": not_found_groups(
+                "identifier key", self.answered_by_key, self.not_found_by_key
+            ),
+        }
 
     def retry_command(self) -> str | None:
         """The command that sends again what did not go through, if anything."""
@@ -192,27 +266,6 @@ class Summary:
         stem = path.removesuffix(".csv").removesuffix(".jsonl")
         ext = ".csv" if path.endswith(".csv") else ".jsonl"
         return f"backfill retry {shlex.quote(path)} -o {shlex.quote(stem + '.retry' + ext)}"
-
-    def not_found_table(self, by: str) -> list[dict[str, Any]]:
-        """Each embeddable id (by="id") or identifier key (by="key") with 404s: the likely cause."""
-        answered, missing = (
-            (self.answered_by_id, self.not_found_by_id)
-            if by == "id"
-            else (self.answered_by_key, self.not_found_by_key)
-        )
-        table = []
-        for name, count in sorted(missing.items(), key=lambda kv: (-kv[1], kv[0])):
-            everything = count == answered[name] and count > 1
-            cause = (CAUSE_WRONG_ID if by == "id" else CAUSE_WRONG_KEY) if everything else None
-            table.append(
-                {
-                    "name": name,
-                    "answered": answered[name],
-                    "not_found": count,
-                    "likely_cause": cause or CAUSE_SOME_USERS,
-                }
-            )
-        return table
 
     def examples_dict(self, show_identifiers: bool = False) -> dict[str, list[dict[str, Any]]]:
         """The examples of each problem; identifier values masked unless asked for."""
@@ -230,6 +283,7 @@ class Summary:
 
     def to_dict(self, show_identifiers: bool = False) -> dict[str, Any]:
         """The summary as JSON-ready data; identifier values masked unless asked for."""
+        groups = self.not_found_groups()
         return {
             "results": self.results_path,
             "rows": self.rows,
@@ -243,11 +297,11 @@ class Summary:
             "stopped": self.stopped,
             "settled_concurrency": round(self.settled[0], 1) if self.settled else None,
             "settled_rate": round(self.settled[1], 1) if self.settled else None,
-            "diagnosis": self.diagnosis(),
+            "diagnosis": diagnosis_lines(groups, self.by_status[Status.NOT_FOUND]),
             "retry_command": self.retry_command(),
             "resume_command": self.resume_command if self.stopped else None,
-            "not_found_by_embeddable_id": self.not_found_table("id"),
-            "not_found_by_identifier_key": self.not_found_table("key"),
+            "not_found_by_embeddable_id": [g.to_dict() for g in groups["embeddable id"]],
+            "not_found_by_identifier_key": [g.to_dict() for g in groups["identifier key"]],
             "not_found_double_escaped": self.double_escaped,
             "records_per_day": by_day(
                 {

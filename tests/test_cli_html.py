@@ -223,7 +223,8 @@ def test_markup_in_an_export_is_shown_as_text(workdir: Path, write: Write, run: 
     v = Dom((workdir / "v.html").read_text())
     assert f"column 'event': '{SCRIPT}' cannot be made snake_case" in v.text
     r = Dom((workdir / "r.html").read_text())
-    assert f"every one of the 2 rows with embeddable id '{SCRIPT}' was not found" in r.text
+    # Nothing was sent, so the diagnosis blames no id but lists the ones to check.
+    assert f"check embeddable ids '{SCRIPT}', 'flow_1'" in r.text
     assert f'email = "{SCRIPT}@example.com"' in r.text  # --show-identifiers, still text
 
 

@@ -237,3 +237,34 @@ def test_report_refuses_what_is_not_a_results_file(
     result = run("report", name)
 
     assert (result.exit_code, result.output) == (2, f"error: {message}\n")
+
+
+def test_the_report_of_a_retry_diagnoses_as_the_retry_summary_did(
+    sample_results: dict[str, Any], run: Run
+) -> None:
+    # Only 404s are retried and none of them is found again: no embeddable id or key had a row
+    # sent, so the data cannot single one out, whatever the first run showed.
+    retry = run(
+        "retry", SAMPLE_RESULTS, "-o", "r2.jsonl", "--sandbox", "--sandbox-users", "users.csv",
+        "--json", "--no-progress",
+    )  # fmt: skip
+    assert retry.exit_code == 1, retry.output
+    summary = json.loads(retry.stdout)
+
+    report = json.loads(run("report", "r2.jsonl", "--json").stdout)
+
+    assert report["by_status"]["not_found"] == report["rows"] == 98
+    for field in ("diagnosis", "not_found_by_embeddable_id", "not_found_by_identifier_key"):
+        assert report[field] == summary[field], field
+    assert report["diagnosis"] == [
+        "404 ENTRY_NOT_FOUND: no user entry matches these identifiers for their embeddable id;"
+        " the users may not exist yet (retry them later) or gave another identifier, or the"
+        " value is wrong",
+        "no row was sent, so a wrong embeddable id or identifier key cannot be ruled out: check"
+        " embeddable ids 'flow_c3d4', 'flow_9f2c', 'flow_a1b2'; identifier key 'email'",
+    ]
+    tables = report["not_found_by_embeddable_id"] + report["not_found_by_identifier_key"]
+    assert {e["likely_cause"] for e in tables} == {
+        "no user entry found and nothing else sent to compare with: the users may not exist"
+        " yet, or the embeddable id, identifier key or value is wrong"
+    }

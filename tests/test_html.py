@@ -236,7 +236,10 @@ def test_summary_of_records_has_days_names_examples_and_not_found_tables() -> No
         "name": "flow_x",
         "answered": 2,
         "not_found": 2,
-        "likely_cause": "wrong embeddable id, or its users never gave this identifier",
+        "likely_cause": (
+            "likely a wrong embeddable id (other embeddable ids had rows sent),"
+            " or its users never gave this identifier"
+        ),
     }
     assert by_id["flow_1"]["likely_cause"].startswith("some users not found")
     first = data["examples"]["ENTRY_NOT_FOUND"][0]
