@@ -582,7 +582,6 @@ def _quoted(column: str) -> pl.Expr:
 def _message(mapping: Mapping) -> pl.Expr:
     """A one-line explanation of the row's reason, naming the field and value."""
     m = mapping
-    metric_cols = ", ".join(m.metrics)
     texts: dict[Reason, pl.Expr] = {
         Reason.MALFORMED_ROW: pl.col(MALFORMED),
         Reason.MISSING_EMBEDDABLE_ID: pl.lit(f"{_field_name(m.embeddable_id)} is empty"),
@@ -604,7 +603,7 @@ def _message(mapping: Mapping) -> pl.Expr:
         Reason.BAD_IDENTIFIER_VALUE: pl.lit(f"{_field_name(m.identifier_value)}: ")
         + _quoted(VALUE_TEXT)
         + pl.lit(f" is not valid {m.identifier_type}"),
-        Reason.BAD_METRIC: pl.lit(f"a metric ({metric_cols}) is not a number"),
+        Reason.BAD_METRIC: _bad_metric_message(m.metrics),
         Reason.BAD_PROPS: pl.lit(f"column '{m.json_column}': ")
         + _quoted(_in(m.json_column) if m.json_column else MALFORMED)
         + pl.lit(" is not a JSON object"),
@@ -612,6 +611,22 @@ def _message(mapping: Mapping) -> pl.Expr:
     expr: pl.Expr = pl.lit(None, pl.String)
     for reason, text in texts.items():
         expr = pl.when(pl.col(REASON) == reason.value).then(text).otherwise(expr)
+    return expr
+
+
+def _bad_metric_message(metrics: tuple[str, ...]) -> pl.Expr:
+    """The first metric column that is not a finite number, with its value."""
+    expr: pl.Expr = pl.lit(None, pl.String)
+    for column in reversed(metrics):
+        # 'inf' and 'NaN' read as floats: saying "not a number" of them would puzzle.
+        number = _cell(column).cast(pl.Float64, strict=False)
+        what = pl.when(number.is_null()).then(pl.lit(" is not a number"))
+        text = (
+            pl.lit(f"column '{column}': ")
+            + _quoted(_in(column))
+            + what.otherwise(pl.lit(" is not a finite number"))
+        )
+        expr = pl.when(_bad_metric(column)).then(text).otherwise(expr)
     return expr
 
 

@@ -241,6 +241,49 @@ def test_messages_name_the_column_and_value() -> None:
     assert build(flow="")["message"] == "column 'flow' is empty"
 
 
+@pytest.mark.parametrize(
+    ("cells", "message"),
+    [
+        pytest.param(
+            {"ts": "2999-01-01T00:00:00Z"},
+            "column 'ts': '2999-01-01T00:00:00Z' is in the future",
+            id="future_timestamp",
+        ),
+        pytest.param(
+            {"event": "Café!"}, "column 'event': 'Café!' is not snake_case", id="bad_event_name"
+        ),
+        pytest.param({"amount": "n/a"}, "column 'amount': 'n/a' is not a number", id="bad_metric"),
+        pytest.param(
+            {"amount": "1e999"}, "column 'amount': '1e999' is not a finite number", id="metric-inf"
+        ),
+        pytest.param(
+            {"amount": "12", "size": "big", "weight": "heavy"},
+            "column 'size': 'big' is not a number",
+            id="bad_metric-first-bad-column",
+        ),
+        pytest.param(
+            {"extra": "[1, 2]"}, "column 'extra': '[1, 2]' is not a JSON object", id="bad_props"
+        ),
+    ],
+)
+def test_every_reason_names_the_column_and_the_value(cells: dict[str, str], message: str) -> None:
+    m = mapping(metrics=("amount", "size", "weight"), snake_case="reject")
+    batch = frame({**GOOD, **cells}).with_columns(
+        pl.lit(cells.get("size", ""), pl.String).alias("size"),
+        pl.lit(cells.get("weight", ""), pl.String).alias("weight"),
+    )
+
+    out = build_payloads(batch, m, NOW).row(0, named=True)
+
+    assert out["message"] == message
+
+
+def test_bad_identifier_value_names_the_column_and_the_value() -> None:
+    out = build(mapping(identifier_type="number"), email="12a")
+
+    assert out["message"] == "column 'email': '12a' is not valid number"
+
+
 def test_props_layout_and_rename() -> None:
     m = mapping(rename={"amount": "order_amount", "coupon": "code"})
     cells = {"amount": " 49 ", "plan": "pro", "coupon": "SPRING", "extra": '{"source": "import"}'}
