@@ -39,7 +39,7 @@ import polars.selectors as cs
 
 from backfill.codes import Reason, Repair
 from backfill.errors import InputError, MappingError, UsageError
-from backfill.inputs import MALFORMED, batches, frame_column, open_input
+from backfill.inputs import MALFORMED, InputFile, batches, frame_column, open_input
 from backfill.mapping import Mapping, Source, check_columns, load_mapping
 from backfill.payloads import CONVERTIBLE_NAME, JSON_NUMBER, REASON, build_payloads
 from backfill.pipeline import check_outputs
@@ -51,6 +51,8 @@ MAX_DIMENSION_VALUES = 50
 EMBEDDABLE_PLACEHOLDER = "REPLACE_WITH_EMBEDDABLE_ID"
 EVENT_NAME_PLACEHOLDER = "REPLACE_WITH_EVENT_NAME"
 DEFAULT_OUTPUT = "mapping.toml"
+# Delimiters other than the file's that a one-column header may hold, as a message names them.
+OTHER_DELIMITERS = {";": "';'", "\t": "tabs", "|": "'|'"}
 
 EMAIL = r'^[\\"]*[^@\s"\\]+@[^@\s"\\]+\.[^@\s"\\]+[\\"]*$'
 WORDY = r"[ _\-./]|[a-z][A-Z]"  # a name of several words: "Signed Up", "signedUp", "sign_up"
@@ -266,6 +268,7 @@ def read_sample(source: str, fmt: str | None, rows: int) -> tuple[pl.DataFrame, 
     inp = open_input(source, fmt)
     frames: list[pl.DataFrame] = []
     try:
+        check_delimiter(inp)
         for frame in batches(inp, usable(inp.columns)):
             frames.append(frame)
             if sum(f.height for f in frames) >= rows:
@@ -280,6 +283,30 @@ def read_sample(source: str, fmt: str | None, rows: int) -> tuple[pl.DataFrame, 
         detail = f"none of the {_count(read, 'row')} sampled can be read" if read else "no rows"
         raise InputError(f"{source}: nothing to guess a mapping from: {detail}")
     return sample, inp.columns
+
+
+def check_delimiter(inp: InputFile) -> None:
+    """Refuse a delimited file whose header reads as one column holding another delimiter.
+
+    Without this a ;-delimited .csv is refused for having no timestamp column, which sends
+    the user looking in the wrong place.
+    """
+    if inp.format == "jsonl" or len(inp.columns) != 1:
+        return
+    header = inp.columns[0]
+    held = [d for d in OTHER_DELIMITERS if d in header]
+    if not held:
+        return
+    delimiter = max(held, key=header.count)
+    looks = "tab" if delimiter == "\t" else delimiter
+    start = f"{inp.name}: the header reads as one column but holds {OTHER_DELIMITERS[delimiter]}:"
+    todo = (
+        "; read it as one with --format tsv (or name it .tsv)"
+        if delimiter == "\t"
+        else ", and backfill reads comma-delimited (.csv) and tab-delimited (.tsv) files only;"
+        " convert it to commas or tabs first"
+    )
+    raise InputError(f"{start} this looks like a {looks}-delimited file{todo}; nothing written")
 
 
 def usable(columns: Sequence[str]) -> list[str]:

@@ -32,6 +32,11 @@ EVENT_WARNING = (
     " 'REPLACE_WITH_EVENT_NAME', which validate rejects until you fill in"
     " fields.custom_event_name\n"
 )
+SEMICOLONS = (
+    "flow_id;occurred_at;event;email\n"
+    "flow_1;2024-03-01T12:00:00Z;signed_up;a@example.com\n"
+    "flow_1;2024-03-02T12:00:00Z;signed_up;b@example.com\n"
+)
 SAMPLE_GUESSES = """\
   embeddable_id: flow_id (name)
   timestamp: occurred_at (name; 99% of 297 sampled values parse; 40 in epoch seconds; \
@@ -376,6 +381,30 @@ def test_placeholders_are_written_warned_about_and_flagged_by_validate(
             {},
             "error: -: reading stdin needs --format csv, tsv or jsonl\n",
             id="stdin-without-format",
+        ),
+        pytest.param(
+            ["init", "x.csv"],
+            {"x.csv": SEMICOLONS},
+            "error: x.csv: the header reads as one column but holds ';': this looks like a"
+            " ;-delimited file, and backfill reads comma-delimited (.csv) and tab-delimited"
+            " (.tsv) files only; convert it to commas or tabs first; nothing written\n",
+            id="semicolon-delimited-csv",
+        ),
+        pytest.param(
+            ["init", "x.csv"],
+            {"x.csv": SEMICOLONS.replace(";", "\t")},
+            "error: x.csv: the header reads as one column but holds tabs: this looks like a"
+            " tab-delimited file; read it as one with --format tsv (or name it .tsv); nothing"
+            " written\n",
+            id="tab-delimited-csv",
+        ),
+        pytest.param(
+            ["init", "x.tsv"],
+            {"x.tsv": SEMICOLONS.replace(";", "|")},
+            "error: x.tsv: the header reads as one column but holds '|': this looks like a"
+            " |-delimited file, and backfill reads comma-delimited (.csv) and tab-delimited"
+            " (.tsv) files only; convert it to commas or tabs first; nothing written\n",
+            id="pipe-delimited-tsv",
         ),
     ],
 )
