@@ -62,6 +62,9 @@ def reports_errors(func: F) -> F:
         except BackfillError as exc:
             click.echo(f"error: {redact(str(exc))}", err=True)
             sys.exit(exc.exit_code)
+        except KeyboardInterrupt:  # Ctrl-C outside a send, which handles its own
+            click.echo("error: interrupted", err=True)
+            sys.exit(ExitCode.INTERRUPTED)
         except Exception as exc:
             if click.get_current_context().find_root().params.get("debug"):
                 click.echo(redact(traceback.format_exc()), err=True, nl=False)
@@ -495,7 +498,8 @@ def _target(options: dict[str, Any]) -> Target:
     key = os.environ.get("EMBEDDABLES_API_KEY")
     if options["api_key_file"]:
         try:
-            key = Path(options["api_key_file"]).read_text(encoding="utf-8").strip()
+            # utf-8-sig: an editor's byte order mark is not part of the key
+            key = Path(options["api_key_file"]).read_text(encoding="utf-8-sig").strip()
         except (OSError, UnicodeDecodeError) as exc:
             raise CredentialsError(
                 f"{options['api_key_file']}: cannot read the API key file ({type(exc).__name__})"
@@ -560,7 +564,13 @@ def _progress_bar(disabled: bool) -> Iterator[Callable[[Summary], None] | None]:
 @click.option(
     "--host", default=SANDBOX_HOST, show_default=True, help="Loopback address to listen on."
 )
-@click.option("--port", type=click.IntRange(0, 65535), default=SANDBOX_PORT, show_default=True)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=SANDBOX_PORT,
+    show_default=True,
+    help="Port to listen on; 0 picks a free one (the URL is printed).",
+)
 @click.option(
     "--users",
     type=click.Path(dir_okay=False),

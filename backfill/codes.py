@@ -52,3 +52,5 @@ CONNECTION_ERROR = "CONNECTION_ERROR"
 # The note on a failed row whose last request went out and was never answered: `retry`
 # counts sending it again as an ambiguous retry.
 LAST_UNANSWERED = "no answer to the last attempt: the event may exist"
+# The note on a sent row whose 200 answer broke off: the event exists, its entry_id is unknown.
+ANSWER_CUT_OFF = "the answer broke off after its 200 status: the event exists, entry_id unknown"

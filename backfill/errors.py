@@ -7,6 +7,7 @@
      +-- CredentialsError       missing or malformed key, unsafe target       (exit 2)
      +-- ResultsFileError       a results file cannot be written or resumed   (exit 2)
      +-- RunAborted             the run stopped mid-way (key rejected, outage) (exit 3)
+          +-- ResultsWriteError the results file could not be written or synced (exit 3)
 
 Only ``cli.py`` turns these into messages and exit codes; the core raises them with a
 one-line message that already names the file, row and field involved.
@@ -57,3 +58,7 @@ class RunAborted(BackfillError):
     """The run stopped before every row was final; ``--resume`` continues it."""
 
     exit_code = ExitCode.ABORTED
+
+
+class ResultsWriteError(RunAborted):
+    """The results file stopped taking records (disk full, I/O error): the run cannot go on."""

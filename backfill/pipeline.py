@@ -77,10 +77,17 @@ def check_outputs(outputs: Sequence[str | None], inputs: Sequence[str]) -> None:
         if not parent.is_dir():
             raise UsageError(f"{out}: cannot write: No such file or directory")
         if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-            raise UsageError(f"{out}: cannot write: Permission denied")
+            raise UsageError(f"{out}: cannot write: {_not_writable_because(parent)}")
         for name in inputs:
             if name != "-" and path.exists() and Path(name).exists() and path.samefile(name):
                 raise UsageError(f"{out}: is one of the inputs; writing it would destroy it")
+
+
+def _not_writable_because(folder: Path) -> str:
+    """Why a folder takes no files: a read-only file system is not a permission to ask for."""
+    if hasattr(os, "statvfs") and os.statvfs(folder).f_flag & os.ST_RDONLY:
+        return "Read-only file system"
+    return "Permission denied"
 
 
 def checked_batches(

@@ -7,15 +7,19 @@ server's answer, a library's exception, a log record) into output passes it thro
 from __future__ import annotations
 
 import logging
+from urllib.parse import quote
 
 MASK = "[key]"
 _secrets: set[str] = set()
 
 
 def register(secret: str | None) -> None:
-    """Remember a secret to mask from now on."""
+    """Remember a secret to mask from now on, with the forms an echo may give it.
+
+    A server may echo what it got JSON-escaped (``/`` as ``\\/``) or URL-encoded.
+    """
     if secret:
-        _secrets.add(secret)
+        _secrets.update({secret, secret.replace("/", "\\/"), quote(secret, safe="")})
 
 
 def redact(text: str) -> str:

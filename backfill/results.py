@@ -8,11 +8,14 @@ requests that were in flight.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
 import json
 import os
+import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +25,7 @@ from typing import cast
 import polars as pl
 
 from backfill.codes import Status
-from backfill.errors import InputError, ResultsFileError
+from backfill.errors import InputError, ResultsFileError, ResultsWriteError
 from backfill.inputs import MALFORMED, ROW, batches, open_input
 from backfill.redact import redact
 from backfill.tables import is_csv
@@ -39,6 +42,7 @@ FIELDS = (
     "payload",
 )
 SYNC_EVERY_SECONDS = 1.0
+LOCK_SUFFIX = ".lock"
 # One encoder for every record: json.dumps with options builds a new one on each call.
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -75,11 +79,17 @@ def exists_error(path: str) -> ResultsFileError:
 
 
 class ResultsWriter:
-    """Appends records to a results file created readable by its owner only."""
+    """Appends records to a results file created readable by its owner only.
+
+    A write or sync that fails (disk full, I/O error) is kept as ``failure`` and raised by
+    every later write: the run must stop, never go on without its results.
+    """
 
     def __init__(self, path: str, *, overwrite: bool = False, append: bool = False) -> None:
         self.path = path
         self.csv = is_csv(path)
+        self.failure: ResultsWriteError | None = None
+        self.failure_raised = False  # once raised, the run knows: closing does not raise it again
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
         if overwrite:
             flags |= os.O_TRUNC
@@ -104,6 +114,9 @@ class ResultsWriter:
 
     def write(self, record: Record) -> None:
         """Hand one record to the operating system now (the disk has it within a second)."""
+        if self.failure is not None:
+            self.failure_raised = True
+            raise self.failure
         message = record.message
         if message and ("\n" in message or "\r" in message):
             message = " ".join(message.split())  # one record, one line
@@ -126,34 +139,49 @@ class ResultsWriter:
         self._write(redact(line))
 
     def _write(self, text: str) -> None:
-        """Write all of a line, whatever os.write accepts at once."""
+        """Write all of a line, whatever os.write accepts at once; a failure stops the file."""
         view = memoryview(text.encode("utf-8"))
-        while view:
-            written = os.write(self.fd, view)
-            view = view[written:]
+        written = 0
+        try:
+            while written < len(view):
+                written += os.write(self.fd, view[written:])
+        except OSError as exc:
+            if written:  # a half line would read as a broken record: cut it off again
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self.fd, os.fstat(self.fd).st_size - written)
+            self.failure = ResultsWriteError(f"{self.path}: cannot write: {exc.strerror}")
+            self.failure_raised = True
+            raise self.failure from None
 
     def _sync_every_second(self) -> None:
         """Force what was written to disk once a second, until the file is closed."""
         while not self.closing.wait(SYNC_EVERY_SECONDS):
             try:
                 os.fsync(self.fd)
-            except OSError:
-                return  # close() syncs again, and raises what the disk says
+            except OSError as exc:
+                # The next write raises it: the run stops rather than trust a failing disk.
+                self.failure = ResultsWriteError(
+                    f"{self.path}: cannot write to disk: {exc.strerror}"
+                )
+                return
 
     def close(self) -> None:
-        """Sync and close."""
-        if self.fd >= 0:
-            self.closing.set()
-            self.syncer.join()
-            fd, self.fd = self.fd, -1
-            try:
-                os.fsync(fd)
-            except OSError as exc:
-                raise ResultsFileError(
-                    f"{self.path}: cannot write to disk: {exc.strerror}"
-                ) from None
-            finally:
-                os.close(fd)
+        """Sync and close; raise what went wrong with the file, if anything did."""
+        if self.fd < 0:
+            return
+        self.closing.set()
+        self.syncer.join()
+        fd, self.fd = self.fd, -1
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            self.failure = self.failure or ResultsWriteError(
+                f"{self.path}: cannot write to disk: {exc.strerror}"
+            )
+        finally:
+            os.close(fd)
+        if self.failure is not None and not self.failure_raised:
+            raise self.failure
 
     def __enter__(self) -> ResultsWriter:
         return self
@@ -161,7 +189,87 @@ class ResultsWriter:
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.close()
+        if exc is None:
+            self.close()
+        else:  # the error on its way out says more than a failure to close would
+            with contextlib.suppress(ResultsWriteError):
+                self.close()
+
+
+class ResultsLock:
+    """An exclusive lock on a results file, held while a run writes it.
+
+    The lock is the operating system's (flock) on ``RESULTS.lock``, so it goes away with the
+    process, however it ends; the file holds the owner's process id, for the message.
+    """
+
+    def __init__(self, results_path: str) -> None:
+        self.results_path = results_path
+        self.path = results_path + LOCK_SUFFIX
+        while True:
+            try:
+                self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as exc:
+                raise ResultsFileError(f"{results_path}: cannot write: {exc.strerror}") from None
+            if not _try_lock(self.fd):
+                owner = _read_owner(self.fd)
+                os.close(self.fd)
+                raise ResultsFileError(
+                    f"{results_path}: another run is writing this results file"
+                    f"{f' (process {owner})' if owner else ''}; wait for it to end"
+                )
+            if _same_file(self.fd, self.path):
+                break
+            os.close(self.fd)  # the owner removed the lock file as we opened it: again
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, f"{os.getpid()}\n".encode())
+
+    def release(self) -> None:
+        """Remove the lock file and let go of the lock."""
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> ResultsLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _try_lock(fd: int) -> bool:
+    """Take the lock without waiting; False when another process holds it."""
+    try:
+        if sys.platform == "win32":
+            import msvcrt
+
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+def _read_owner(fd: int) -> str:
+    """The process id the lock holder wrote, or empty."""
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return ""
+    return text if text.isdigit() else ""
+
+
+def _same_file(fd: int, path: str) -> bool:
+    """Whether an open file is still the one at path (not removed and made again)."""
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except OSError:
+        return False
 
 
 def _csv_line(values: object) -> str:
@@ -325,7 +433,6 @@ def _is_record(line: bytes, path: str) -> bool:
 # refuse other inputs or another mapping.
 
 RUN_SUFFIX = ".run.json"
-FINGERPRINT_BYTES = 1 << 20
 
 
 def run_record_path(results_path: str) -> str:
@@ -334,30 +441,35 @@ def run_record_path(results_path: str) -> str:
 
 
 def fingerprint(path: str) -> dict[str, object]:
-    """An input as the run saw it: its size and a hash of its first and last MiB."""
-    digest = hashlib.sha256()
+    """An input as the run saw it: its size and a hash of its whole content.
+
+    The whole content, not samples of it: two rows swapped in the middle of an export would
+    make one event go twice and another never. Hashing runs at disk speed (about 1 GB/s),
+    a small price next to sending the same rows over a network.
+    """
     try:
         with open(path, "rb") as handle:
-            size = handle.seek(0, os.SEEK_END)
-            handle.seek(0)
-            digest.update(handle.read(FINGERPRINT_BYTES))
-            handle.seek(max(0, size - FINGERPRINT_BYTES))
-            digest.update(handle.read(FINGERPRINT_BYTES))
+            size = os.fstat(handle.fileno()).st_size
+            digest = hashlib.file_digest(handle, "sha256")
     except OSError as exc:
         raise ResultsFileError(f"{path}: cannot read: {exc.strerror}") from None
-    return {"path": path, "size": size, "sha256_ends": digest.hexdigest()}
+    return {"path": path, "size": size, "sha256": digest.hexdigest()}
 
 
 def write_run_record(results_path: str, record: dict[str, object]) -> None:
     """Write the run record (readable by its owner only), whole or not at all.
 
-    It goes to a temporary file that replaces the old one only once it is on disk, so a
-    kill at any moment leaves either no record or a complete one.
+    It goes to a temporary file of its own that replaces the old one only once it is on
+    disk, so a kill at any moment leaves either no record or a complete one; a failure
+    leaves no temporary file behind.
     """
     path = run_record_path(results_path)
-    temporary = f"{path}.tmp"
+    folder, name = os.path.split(path)
     try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder or ".")
+    except OSError as exc:
+        raise ResultsFileError(f"{path}: cannot write: {exc.strerror}") from None
+    try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             json.dump(record, out, indent=2)
             out.write("\n")
@@ -365,6 +477,8 @@ def write_run_record(results_path: str, record: dict[str, object]) -> None:
             os.fsync(out.fileno())
         os.replace(temporary, path)
     except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
         raise ResultsFileError(f"{path}: cannot write: {exc.strerror}") from None
 
 
@@ -422,6 +536,7 @@ class RowSet:
     def __init__(self) -> None:
         self.parts: dict[str, list[pl.Series]] = {}
         self.rows: dict[str, pl.Series] = {}
+        self.repeated: tuple[str, int] | None = None  # a (source, row) added more than once
 
     def add(self, source: str, rows: pl.Series) -> None:
         """Add row numbers of a source."""
@@ -430,7 +545,10 @@ class RowSet:
     def finish(self) -> RowSet:
         """Sort what was added; call once, after the last add."""
         for source, parts in self.parts.items():
-            self.rows[source] = pl.concat(parts).unique().sort()
+            added = pl.concat(parts)
+            self.rows[source] = added.unique().sort()
+            if self.repeated is None and len(self.rows[source]) < len(added):
+                self.repeated = (source, int(cast(int, added.filter(added.is_duplicated()).min())))
         self.parts = {}
         return self
 
@@ -450,3 +568,51 @@ class RowSet:
         start = known.search_sorted(low, side="left")
         stop = known.search_sorted(high, side="right")
         return rows.is_in(known.slice(start, stop - start))
+
+
+def final_rows(path: str, records: Iterator[pl.DataFrame]) -> RowSet:
+    """The (source, row) pairs of a results file's records, read batch by batch.
+
+    A row with two records is refused, naming it and its lines: a results file decides
+    what gets sent again, and a second record (a line copied by hand, two runs writing at
+    once) would count the row twice or hide that it was sent twice.
+    """
+    rows = RowSet()
+    for batch in records:
+        for (source,), frame in batch.group_by("source"):
+            rows.add(str(source), frame["row"])
+    rows.finish()
+    if rows.repeated is not None:
+        source, row = rows.repeated
+        lines = ", ".join(str(n) for n in _lines_of_row(path, source, row))
+        raise ResultsFileError(
+            f"{path}: row {row} of {source} has more than one record (lines {lines}); a"
+            " results file holds one record per row: remove the extra line and check how"
+            " it got there (an edit, or two runs writing the same file)"
+        )
+    return rows
+
+
+def _lines_of_row(path: str, source: str, row: int) -> list[int]:
+    """The line numbers of a results file that hold a record of (source, row)."""
+    found = []
+    with open(path, encoding="utf-8", errors="replace", newline="") as handle:
+        if is_csv(path):
+            lines: Iterator[tuple[int, dict[str, object]]] = (
+                (n + 1, record) for n, record in enumerate(csv.DictReader(handle), start=1)
+            )
+        else:
+            lines = ((n, _loaded(text)) for n, text in enumerate(handle, start=1))
+        for number, record in lines:
+            if record.get("source") == source and str(record.get("row")) == str(row):
+                found.append(number)
+    return found
+
+
+def _loaded(text: str) -> dict[str, object]:
+    """A JSONL line as a dict, or an empty one."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

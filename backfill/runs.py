@@ -26,11 +26,13 @@ from backfill.errors import ExitCode, MappingError, ResultsFileError, UsageError
 from backfill.inputs import InputFile
 from backfill.mapping import Mapping
 from backfill.results import (
+    ResultsLock,
     ResultsWriter,
     RowSet,
     check_run_record,
     discard_broken_tail,
     exists_error,
+    final_rows,
     fingerprint,
     read_results,
     read_run_record,
@@ -82,16 +84,18 @@ def run_send(run: SendRun, on_progress: Progress = None) -> tuple[Summary, ExitC
     _refuse_placeholders(run.mapping)
     if "-" in run.inputs and run.resume:
         raise UsageError("--resume needs input files: stdin cannot be read again")
-    identity = {
-        "command": "send",
-        "inputs": [_fingerprint(p) for p in run.inputs],
-        **_common_identity(run),
-    }
-    summary = Summary(run.results_path)
-    done = _prepare(run, identity, summary)
-    inputs = pipeline.open_inputs(run.inputs, run.mapping, run.fmt)
-    keep = None if done is None else _not_in(done)
-    return _send(run, identity, summary, inputs, keep, on_progress)
+    _check_outputs(run)
+    with ResultsLock(run.results_path):
+        identity = {
+            "command": "send",
+            "inputs": [_fingerprint(p) for p in run.inputs],
+            **_common_identity(run),
+        }
+        summary = Summary(run.results_path)
+        done = _prepare(run, identity, summary)
+        inputs = pipeline.open_inputs(run.inputs, run.mapping, run.fmt)
+        keep = None if done is None else _not_in(done)
+        return _send(run, identity, summary, inputs, keep, on_progress)
 
 
 def run_retry(run: RetryRun, on_progress: Progress = None) -> tuple[Summary, ExitCode]:
@@ -107,6 +111,13 @@ def run_retry(run: RetryRun, on_progress: Progress = None) -> tuple[Summary, Exi
             "invalid rows were never sent and have no payload: give -m MAPPING INPUT... to"
             " rebuild them"
         )
+    _check_outputs(run)
+    with ResultsLock(run.results_path):
+        return _retry_locked(run, on_progress)
+
+
+def _retry_locked(run: RetryRun, on_progress: Progress) -> tuple[Summary, ExitCode]:
+    """A retry, once its results file is locked."""
     identity = {
         "command": "retry",
         "from": _fingerprint(run.from_results),
@@ -177,16 +188,24 @@ def _fingerprint(path: str) -> dict[str, object]:
     return {"path": "-"} if path == "-" else fingerprint(path)
 
 
-def _prepare(run: SendRun, identity: dict[str, object], summary: Summary) -> RowSet | None:
-    """Check the options and outputs; on --resume, the rows already done (None otherwise)."""
+def _check_outputs(run: SendRun) -> None:
+    """Refuse option combinations and results paths that cannot work, before any lock."""
     if run.resume and run.overwrite:
         raise UsageError("--resume and --overwrite cannot go together")
     pipeline.check_outputs([run.results_path], list(run.inputs))
-    results = Path(run.results_path)
-    if not run.resume or not results.exists():
-        run.resume = False
+    if run.resume and not Path(run.results_path).exists():
+        # Starting afresh here would send again every row a run elsewhere already sent.
+        raise ResultsFileError(
+            f"{run.results_path}: cannot resume: no such results file (is the path or the"
+            " working directory the first run's?); leave out --resume to start a new run"
+        )
+
+
+def _prepare(run: SendRun, identity: dict[str, object], summary: Summary) -> RowSet | None:
+    """On --resume, check the run record and read the rows already done (None otherwise)."""
+    if not run.resume:
         return None
-    if results.stat().st_size == 0 and _no_usable_record(run.results_path):
+    if os.path.getsize(run.results_path) == 0 and _no_usable_record(run.results_path):
         # Killed before its first record: nothing to keep, nothing to check against.
         run.notes.append(f"{run.results_path}: empty, so the run starts from the beginning")
         run.resume, run.overwrite = False, True
@@ -196,12 +215,17 @@ def _prepare(run: SendRun, identity: dict[str, object], summary: Summary) -> Row
         run.notes.append(
             f"{run.results_path}: discarded an unfinished last line; its row is sent again"
         )
-    done = RowSet()
-    for records in read_results(run.results_path):
-        summary.add_records(records, count_requests=False)
-        for (source,), rows in records.group_by("source"):
-            done.add(str(source), rows["row"])
-    return done.finish()
+    records = _counted(summary, read_results(run.results_path), count_requests=False)
+    return final_rows(run.results_path, records)
+
+
+def _counted(
+    summary: Summary, records: Iterator[pl.DataFrame], count_requests: bool = True
+) -> Iterator[pl.DataFrame]:
+    """The batches of records, counted into a summary as they pass."""
+    for batch in records:
+        summary.add_records(batch, count_requests)
+        yield batch
 
 
 def _no_usable_record(results_path: str) -> bool:
@@ -220,14 +244,19 @@ def _not_in(done: RowSet) -> Callable[[str, pl.Series], pl.Series]:
 def _selected_rows(run: RetryRun, done: RowSet | None) -> RowSet:
     """The (source, row) pairs a retry sends again, less those already done on --resume."""
     selected = RowSet()
-    for records in read_results(run.from_results):
-        chosen = records.filter(pl.col("status").is_in(run.statuses))
-        for (source,), frame in chosen.group_by("source"):
-            name = str(source)
-            rows = frame["row"]
-            if done is not None:
-                rows = rows.filter(~done.mask(name, rows))
-            selected.add(name, rows)
+
+    def choosing(records: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
+        for batch in records:
+            chosen = batch.filter(pl.col("status").is_in(run.statuses))
+            for (source,), frame in chosen.group_by("source"):
+                name = str(source)
+                rows = frame["row"]
+                if done is not None:
+                    rows = rows.filter(~done.mask(name, rows))
+                selected.add(name, rows)
+            yield batch
+
+    final_rows(run.from_results, choosing(read_results(run.from_results)))
     return selected.finish()
 
 
@@ -355,8 +384,7 @@ def exit_code(summary: Summary) -> ExitCode:
 
 
 def summarise(results_path: str) -> Summary:
-    """The summary of a results file, read in batches."""
+    """The summary of a results file, read in batches; a row with two records is refused."""
     summary = Summary(results_path)
-    for records in read_results(results_path):
-        summary.add_records(records)
+    final_rows(results_path, _counted(summary, read_results(results_path)))
     return summary

@@ -12,8 +12,10 @@ import asyncio
 import contextlib
 import ipaddress
 import json
+import logging
 import math
 import random
+import re
 import signal
 import ssl
 import threading
@@ -26,8 +28,8 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 
 from backfill import __version__
-from backfill.codes import CONNECTION_ERROR, LAST_UNANSWERED, TIMEOUT, Status
-from backfill.errors import CredentialsError
+from backfill.codes import ANSWER_CUT_OFF, CONNECTION_ERROR, LAST_UNANSWERED, TIMEOUT, Status
+from backfill.errors import CredentialsError, ResultsWriteError
 from backfill.inputs import ROW
 from backfill.payloads import EMBEDDABLE_ID, IDENTIFIER_KEY, MESSAGE, PAYLOAD, REASON
 from backfill.pipeline import CheckedBatch
@@ -43,6 +45,9 @@ MESSAGE_CHARS = 300
 MAX_RETRY_AFTER = 300.0
 PROGRESS_EVERY = 0.2
 LOOPBACK_NAMES = frozenset({"localhost"})
+ENTRY_ID_PATTERN = re.compile(rb'"entry_id"\s*:\s*"([^"\\]*)"')
+logger = logging.getLogger("backfill.send")
+KEY_ESCAPED = frozenset("\"\\'<>&")  # what JSON or HTML would write another way
 
 
 @dataclass(frozen=True)
@@ -93,11 +98,18 @@ def check_target(base_url: str, project_id: str | None, api_key: str | None) -> 
         raise CredentialsError(
             "no API key: set EMBEDDABLES_API_KEY or give --api-key-file (keys start with rk_)"
         )
-    api_key = api_key.strip()
+    api_key = api_key.strip().removeprefix("\ufeff")
     if not api_key.startswith("rk_"):
         raise CredentialsError("the API key does not start with rk_: Embeddables keys are rk_...")
     if not api_key.isprintable() or any(c.isspace() for c in api_key):
         raise CredentialsError("the API key holds spaces or control characters: check its source")
+    if not api_key.isascii() or any(c in KEY_ESCAPED for c in api_key):
+        # A server that echoes such a key escapes it, and an escaped key would slip past the
+        # mask into messages and results files; no real key holds these characters.
+        raise CredentialsError(
+            "the API key holds a character keys never have (non-ASCII, a quote, a backslash or"
+            " <>&): check its source"
+        )
     if not project_id:
         raise CredentialsError("no project id: give --project-id or set EMBEDDABLES_PROJECT_ID")
     parts = urlsplit(base_url)
@@ -153,6 +165,10 @@ class Attempt:
     error: str | None = None  # TIMEOUT or CONNECTION_ERROR when there was no answer
     detail: str = ""
     ambiguous: bool = False  # no answer, but the request may have reached the server
+    cut_off: bool = False  # the status came, but the body broke off on its way
+    location: str | None = None  # where a 3xx pointed
+    event: dict[str, object] | None = None  # a 200's body, read as the event object
+    fatal: str | None = None  # no use going on: every row would end the same (TLS)
 
 
 class Sender:
@@ -179,6 +195,7 @@ class Sender:
         self.consecutive_failures = 0
         self.last_progress = 0.0
         self.url = target.events_url
+        self.debug = logger.isEnabledFor(logging.DEBUG)  # checked once: the hot path is per row
         self.headers = {
             "X-Api-Key": target.api_key,
             "Content-Type": "application/json",
@@ -204,13 +221,36 @@ class Sender:
                 asyncio.create_task(self._work(session, queue))
                 for _ in range(self.options.concurrency)
             ]
+            cancelled = False
             try:
                 await self._produce(batches, queue)
+            except asyncio.CancelledError:
+                cancelled = True
+                raise
             finally:
+                await self._end(workers, queue, cancelled)
+        self._progress(force=True)
+
+    async def _end(
+        self, workers: list[asyncio.Task[None]], queue: asyncio.Queue[Job | None], cancelled: bool
+    ) -> None:
+        """Let the workers finish the requests in flight; cancelled (a second Ctrl-C), at once.
+
+        The end markers wait for room in the queue, behind requests that may hang for the
+        whole timeout: a second Ctrl-C there must still end the run now.
+        """
+        if not cancelled:
+            try:
                 for _ in workers:
                     await queue.put(None)
                 await asyncio.gather(*workers)
-        self._progress(force=True)
+                return
+            except asyncio.CancelledError:
+                pass
+        for worker in workers:
+            worker.cancel()  # the requests in flight get no record: a resume sends them
+        await asyncio.wait(workers)
+        raise asyncio.CancelledError
 
     async def _produce(
         self, batches: Iterator[Sequence[Item]], queue: asyncio.Queue[Job | None]
@@ -239,11 +279,10 @@ class Sender:
                 continue  # not sent, not recorded: a resumed run sends it
             try:
                 record = await self._deliver(session, job)
+                if record is not None:
+                    self._record(record, job.embeddable_id, job.identifier_key)
             except Exception as exc:  # a bug: stop cleanly rather than hang the queue
                 self.stop(redact(f"unexpected {type(exc).__name__}: {exc}"))
-                continue
-            if record is not None:
-                self._record(record, job.embeddable_id, job.identifier_key)
 
     async def _deliver(self, session: aiohttp.ClientSession, job: Job) -> Record | None:
         """Send one row, retrying what may pass later; None when the run stopped first."""
@@ -259,10 +298,16 @@ class Sender:
                 self.summary.ambiguous_retries += 1
             attempt = await self._attempt(session, job.payload)
             self.summary.requests += 1
+            if self.debug:
+                _log_attempt(job, attempts, attempt)
             status = attempt.http_status
             if status in (401, 403):
                 self.stop(_key_message(status))
                 return None
+            wrong = _not_the_api(attempt, self.target.base_url)
+            if wrong is not None:
+                self.stop(wrong)
+                return None  # no record: a resumed run sends it once the cause is fixed
             retryable = attempt.error is not None or status in RETRYABLE
             if not retryable or attempts > self.options.max_retries:
                 return _final(job, attempt, attempts, ambiguous)
@@ -298,10 +343,15 @@ class Sender:
             async with session.post(
                 self.url, data=payload.encode(), headers=self.headers, allow_redirects=False
             ) as response:
-                body = await _read_capped(response)
-                return Attempt(response.status, body, _retry_after(response.headers))
+                return await _answer(response)
         except TimeoutError:
             return Attempt(None, error=TIMEOUT, detail="no answer in time", ambiguous=True)
+        except aiohttp.ClientSSLError as exc:
+            detail = redact(str(exc))
+            return Attempt(None, error=CONNECTION_ERROR, detail=detail, fatal=_tls_message(detail))
+        except aiohttp.ClientProxyConnectionError as exc:
+            detail = redact(f"cannot connect to the proxy set in the environment: {exc}")
+            return Attempt(None, error=CONNECTION_ERROR, detail=detail)
         except aiohttp.ClientConnectorError as exc:
             return Attempt(None, error=CONNECTION_ERROR, detail=redact(str(exc)))
         except aiohttp.ClientError as exc:
@@ -317,8 +367,16 @@ class Sender:
         return random.uniform(ceiling / 2, ceiling)
 
     def _record(self, record: Record, embeddable_id: str | None, key: str | None) -> None:
-        """Write a final record, count it, and watch for a run of failures."""
-        self.writer.write(record)
+        """Write a final record, count it, and watch for a run of failures.
+
+        A record the results file does not take stops the run: its row has no record, so a
+        resumed run sends it again once the disk is fixed.
+        """
+        try:
+            self.writer.write(record)
+        except ResultsWriteError as exc:
+            self.stop(str(exc))
+            return
         self.summary.add(record.status, record.error, embeddable_id or "", key or "")
         if record.status == Status.FAILED:
             self.consecutive_failures += 1
@@ -356,17 +414,99 @@ def _key_message(status: int) -> str:
     )
 
 
-async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
-    """The body of an answer, read to its end or to MAX_RESPONSE_BYTES, whichever is first."""
+async def _answer(response: aiohttp.ClientResponse) -> Attempt:
+    """An answer as an Attempt: its status, body (capped), and what a 200's body holds.
+
+    A body that breaks off after the status line still carries the status: a 200 cut off
+    means the event exists, and sending it again would make it twice.
+    """
+    body, cut_off = await _read_capped(response)
+    attempt = Attempt(response.status, body, _retry_after(response.headers), cut_off=cut_off)
+    if 300 <= response.status < 400:
+        attempt.location = response.headers.get("Location")
+    elif response.status == 200 and not cut_off:
+        attempt.event = _event_object(body)
+    return attempt
+
+
+async def _read_capped(response: aiohttp.ClientResponse) -> tuple[bytes, bool]:
+    """The body of an answer to its end or MAX_RESPONSE_BYTES; True if it broke off first."""
     chunks: list[bytes] = []
     size = 0
-    while size < MAX_RESPONSE_BYTES:
-        chunk = await response.content.read(MAX_RESPONSE_BYTES - size)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)
+    try:
+        while size < MAX_RESPONSE_BYTES:
+            chunk = await response.content.read(MAX_RESPONSE_BYTES - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except (aiohttp.ClientError, TimeoutError):
+        return b"".join(chunks), True
+    return b"".join(chunks), False
+
+
+def _event_object(body: bytes) -> dict[str, object] | None:
+    """A 200's body as the event object it must be, or None when it is not a JSON object.
+
+    A body longer than we read is judged by its start, and its entry_id found by pattern.
+    """
+    if len(body) >= MAX_RESPONSE_BYTES:
+        if not body.lstrip().startswith(b"{"):
+            return None
+        found = ENTRY_ID_PATTERN.search(body)
+        return {"entry_id": found.group(1).decode("utf-8", "replace")} if found else {}
+    try:
+        event = json.loads(body)
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) else None
+
+
+def _not_the_api(attempt: Attempt, base_url: str) -> str | None:
+    """Why an answer shows that the server is not the events API (or not trusted), or None.
+
+    Such an answer would be the same for every row: the run stops rather than record them.
+    """
+    status = attempt.http_status
+    if attempt.fatal is not None:
+        return attempt.fatal
+    if status is not None and 300 <= status < 400:
+        where = redact(attempt.location) if attempt.location else "no Location"
+        return (
+            f"the server answered {status} (a redirect to {where}), which the events API never"
+            f" does: check --base-url ({base_url}); redirects are never followed"
+        )
+    if status == 200 and not attempt.cut_off and attempt.event is None:
+        return (
+            f"the server answered 200 with {_body_kind(attempt.body)}, not the event object of"
+            f" the events API: check --base-url ({base_url})"
+        )
+    return None
+
+
+def _body_kind(body: bytes) -> str:
+    """What a body that is not a JSON object looks like, in words."""
+    text = body.strip()
+    if not text:
+        return "an empty body"
+    if text[:15].lower().startswith((b"<!doctype html", b"<html")):
+        return "an HTML page"
+    return f"a body that is not a JSON object ('{_snippet(text)[:60]}')"
+
+
+def _tls_message(detail: str) -> str:
+    """Why a TLS failure stops the run, and what to check."""
+    return (
+        f"TLS: the server's certificate could not be verified ({detail}). If a corporate"
+        " proxy or a private certificate authority signs it, give that authority's"
+        " certificate with --ca-bundle; otherwise check --base-url"
+    )
+
+
+def _log_attempt(job: Job, attempts: int, attempt: Attempt) -> None:
+    """One debug line per HTTP attempt (the handler masks the key)."""
+    outcome = attempt.http_status or f"{attempt.error} ({attempt.detail})"
+    logger.debug("POST %s row %d attempt %d: %s", job.source, job.row, attempts, outcome)
 
 
 def _retry_after(headers: object) -> float | None:
@@ -397,7 +537,10 @@ def _final(job: Job, attempt: Attempt, attempts: int, ambiguous: int) -> Record:
         if attempt.ambiguous:
             notes.append(LAST_UNANSWERED)
     elif status == 200:
-        record.entry_id = _entry_id(attempt.body)
+        entry_id = attempt.event.get("entry_id") if attempt.event else None
+        record.entry_id = None if entry_id is None else str(entry_id)
+        if attempt.cut_off:
+            notes.append(ANSWER_CUT_OFF)
     elif status == 404:
         record.status = Status.NOT_FOUND
         record.error = _api_error(attempt.body) or f"HTTP_{status}"
@@ -411,16 +554,6 @@ def _final(job: Job, attempt: Attempt, attempts: int, ambiguous: int) -> Record:
     if notes:
         record.message = "; ".join([record.message, *notes] if record.message else notes)
     return record
-
-
-def _entry_id(body: bytes) -> str | None:
-    """entry_id from a 200 answer's event object, if it has one."""
-    try:
-        event = json.loads(body)
-    except ValueError:
-        return None
-    value = event.get("entry_id") if isinstance(event, dict) else None
-    return str(value) if value is not None else None
 
 
 def _api_error(body: bytes) -> str | None:
@@ -449,14 +582,18 @@ def send(
     on_progress: Callable[[Summary], None] | None = None,
     ssl_context: ssl.SSLContext | None = None,
     sandbox: SandboxConfig | None = None,
-) -> Sender:
-    """Run a send to the end (or an abort or a signal) and return the finished Sender.
+) -> None:
+    """Run a send to the end (or an abort or a signal); the summary says how it ended.
 
     With ``sandbox``, a local sandbox is started in the same event loop and receives the run.
     """
     run = _main(batches, target, options, writer, summary, on_progress, ssl_context, sandbox)
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-        return runner.run(run)
+        try:
+            runner.run(run)
+        except asyncio.CancelledError:
+            # A second Ctrl-C cancelled the requests in flight: their rows get no record.
+            summary.stopped = "interrupted"
 
 
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -19,7 +19,7 @@ from aiohttp import web
 
 import backfill.results
 from backfill.codes import SANDBOX_API_KEY, Status
-from backfill.errors import ResultsFileError
+from backfill.errors import ResultsFileError, ResultsWriteError
 from backfill.results import FIELDS, Record, ResultsWriter, default_results_path
 from tests.conftest import Loopback, Run, read_records, send_argv
 
@@ -259,7 +259,7 @@ def test_a_disk_that_fails_to_sync_at_close_is_a_one_line_error(
 
     writer = ResultsWriter(str(tmp_path / "r.jsonl"))
     monkeypatch.setattr(backfill.results.os, "fsync", fsync)
-    with pytest.raises(ResultsFileError) as caught:
+    with pytest.raises(ResultsWriteError) as caught:  # exit 3: the run stopped mid-way
         writer.close()
     assert (
         str(caught.value)

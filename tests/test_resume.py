@@ -331,18 +331,22 @@ def test_resume_usage_errors(
     assert server.state.requests == 0
 
 
-def test_a_resume_of_a_run_killed_before_it_wrote_anything_starts_it(
+def test_a_resume_of_a_results_file_that_does_not_exist_is_refused(
     workdir: Path, export: Factory, sandbox_server: Factory, run: Run
 ) -> None:
+    # Starting a new run in its place would send again what a run elsewhere already sent.
     export(5)
     server = sandbox_server()
 
     resumed = run(*SEND, *server.target(), "--resume")
 
-    assert resumed.exit_code == 0, resumed.output
-    assert server.state.requests == 5
-    one_per_row(workdir / "r.jsonl", 5)
-    assert json.loads((workdir / "r.jsonl.run.json").read_text())["command"] == "send"
+    assert (resumed.exit_code, resumed.output) == (
+        2,
+        "error: r.jsonl: cannot resume: no such results file (is the path or the working"
+        " directory the first run's?); leave out --resume to start a new run\n",
+    )
+    assert server.state.requests == 0
+    assert sorted(p.name for p in workdir.iterdir()) == ["events.csv", "mapping.toml"]
 
 
 def test_a_resume_without_its_run_record_is_refused(
