@@ -7,7 +7,6 @@ import json
 import os
 import ssl
 import stat
-import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -139,36 +138,6 @@ def test_post_redirects_are_not_followed_and_stop_the_run(
         f" events API never does: check --base-url ({redirecting.url()})"
     ) in result.output  # type: ignore[attr-defined]
     no_key_anywhere(result.output)  # type: ignore[attr-defined]
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 (made with the openssl command)."""
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
 
 
 def tls_server(app: Callable[..., ThreadedApp], certificate: tuple[Path, Path]) -> ThreadedApp:
