@@ -544,7 +544,7 @@ def _with_reason(frame: pl.DataFrame, mapping: Mapping, now: datetime) -> pl.Dat
 
 
 def _rules(now: datetime) -> list[tuple[pl.Expr, Reason]]:
-    """Each rule as (a condition true when a row breaks it, its reason), in SPEC.md's order."""
+    """Each rule as (a condition true when a row breaks it, its reason), in Reason's order."""
     limit = now + FUTURE_TOLERANCE
     unwrapped = pl.col(UNWRAPPED)  # trimmed already, so empty means blank
     return [

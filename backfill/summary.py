@@ -34,8 +34,8 @@ MAX_PROBLEMS = 100  # kinds of problem (error codes) with examples kept
 # Top-level fields of a payload as this tool writes it (a nested one would be escaped: \").
 DAY_IN_PAYLOAD = r'"timestamp":\s*"(\d{4}-\d{2}-\d{2})'
 EVENT_IN_PAYLOAD = r'"custom_event_name":\s*"([^"\\]*)"'
-# Causes of 404s, in the words of API.md: an embeddable id or key is blamed only when the data
-# shows it (see not_found_groups).
+# Causes of 404s, as the events API documents them; an embeddable id or key is blamed only
+# when the data shows it (see not_found_groups).
 CAUSE_WRONG_ID = (
     "likely a wrong embeddable id (other embeddable ids had rows sent),"
     " or its users never gave this identifier"

@@ -22,7 +22,7 @@ COLUMNS = ["flow", "ts", "event", "email", "amount", "plan", "coupon", "extra"]
 
 
 def mapping(**overrides: Any) -> Mapping:
-    """The mapping of SPEC.md's example, over the test columns."""
+    """The README's example mapping, over the test columns."""
     settings: dict[str, Any] = {
         "path": "m.toml",
         "embeddable_id": Source("fields.embeddable_id", column="flow"),
