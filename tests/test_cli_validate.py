@@ -70,7 +70,7 @@ ONE_OF_EACH_INVALID = [
     ("9", "bad_timestamp", "column 'occurred_at': cannot read 'yesterday' as a timestamp"),
     ("10", "future_timestamp", "column 'occurred_at': '2999-01-01T00:00:00Z' is in the future"),
     ("11", "bad_event_name", "column 'event': 'Café!' cannot be made snake_case"),
-    ("12", "bad_metric", "a metric (amount) is not a number"),
+    ("12", "bad_metric", "column 'amount': 'lots' is not a number"),
     ("13", "bad_props", "column 'extra': '[1]' is not a JSON object"),
 ]
 COLUMNS = ["flow_id", "occurred_at", "event", "key", "email", "amount", "plan", "extra"]
