@@ -672,22 +672,36 @@ def sandbox(
     help="Rows read to guess from.",
 )
 @click.option("--force", is_flag=True, help="Write over an existing mapping file.")
+@click.option(
+    "--preset",
+    type=click.Choice(["mixpanel", "amplitude", "segment", "posthog", "ga4", "heap"]),
+    metavar="NAME",
+    help="Map the export as this tool's (mixpanel, amplitude, segment, posthog, ga4 or heap),"
+    " without recognising it first.",
+)
 @reports_errors
-def init(input_path: str, output: str, fmt: str | None, sample_rows: int, force: bool) -> None:
+def init(
+    input_path: str, output: str, fmt: str | None, sample_rows: int, force: bool, preset: str | None
+) -> None:
     """Guess a mapping file from the first rows of an export, each guess commented.
 
-    Prints each guess and why it was made. Columns for the embeddable id or the event
-    name that cannot be found get a placeholder to fill in (and a warning); without a
-    timestamp or a user identifier column nothing is written (exit 2).
+    Exports of Mixpanel (raw export), Amplitude (export API), Segment (S3 archive),
+    PostHog (events), GA4 (BigQuery) and Heap are recognised by their columns: init says
+    which tool and why, and writes that tool's mapping (--preset forces one). Anything
+    else is guessed column by column. Prints each guess and why it was made. Columns for
+    the embeddable id or the event name that cannot be found get a placeholder to fill in
+    (and a warning); without a timestamp or a user identifier column nothing is written
+    (exit 2).
 
     \b
     Example:
       backfill init events.csv -o mapping.toml
+      backfill init mixpanel_export.jsonl --preset mixpanel
       backfill validate events.csv -m mapping.toml
     """
     from backfill import guess  # here, not at the top: the other commands never need it
 
-    guessed = guess.init(input_path, output, fmt, force, sample_rows)
+    guessed = guess.init(input_path, output, fmt, force, sample_rows, preset)
     click.echo(guessed.heading())
     for line in guessed.guesses:
         click.echo(f"  {line.line()}")

@@ -1,0 +1,283 @@
+"""``backfill init`` on the exports of known tools: which tool it recognises, why, and the preset.
+
+The exports are those of ``tests/data/exports``, each in its tool's documented shape.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tomllib
+from pathlib import Path
+
+import click
+import pytest
+
+from backfill.cli import cli
+from backfill.errors import InputError
+from backfill.guess import PRESET_NAMES, PRESETS, guess_any, guess_mapping, read_sample
+from tests.conftest import Run, Write
+
+DATA = Path(__file__).parent / "data"
+EXPORTS = DATA / "exports"
+SAMPLE = Path(__file__).parent.parent / "sample_data"
+
+# The export of each tool, and the first line init prints for it: the tool and its telltales.
+RECOGNISED = {
+    "mixpanel": (
+        "export.jsonl",
+        "Recognised a Mixpanel raw export in export.jsonl (31 sampled rows): columns event,"
+        " properties; properties holds time, distinct_id, $insert_id, mp_lib",
+    ),
+    "amplitude": (
+        "export.jsonl",
+        "Recognised an Amplitude export (Export API) in export.jsonl (27 sampled rows): columns"
+        " event_type, event_time, event_properties, user_properties, amplitude_id, $insert_id",
+    ),
+    "segment": (
+        "archive.jsonl",
+        "Recognised a Segment archive (S3 or warehouse) in archive.jsonl (28 sampled rows):"
+        " columns type, messageId, timestamp, userId, anonymousId; type holds track, identify,"
+        " page, group, alias",
+    ),
+    "posthog": (
+        "events.csv",
+        "Recognised a PostHog events export in events.csv (27 sampled rows): columns uuid,"
+        " event, properties, timestamp, distinct_id, person.properties.email; event holds"
+        " $pageview, $pageleave, $autocapture, $identify, $rageclick, $feature_flag_called",
+    ),
+    "ga4": (
+        "events_20240301.jsonl",
+        "Recognised a GA4 BigQuery export in events_20240301.jsonl (28 sampled rows): columns"
+        " event_date, event_timestamp, event_name, user_pseudo_id, event_params, user_properties",
+    ),
+    "heap": (
+        "events.csv",
+        "Recognised a Heap export in events.csv (26 sampled rows): columns event_id, user_id,"
+        " session_id, time, type, identity; type holds session, pageview, click, change, submit",
+    ),
+}
+
+# Lines each preset's mapping must hold: the choices that make the tool's export work.
+PRESET_LINES = {
+    "mixpanel": [
+        'timestamp = { column = "properties.time", unit = "s" }',
+        'rename = { "$mp_web_page_view" = "page_viewed" }',
+        'strip_prefix = ["$"]',
+        'value = { column = ["properties.$email", "properties.email"], normalize = "lowercase" }',
+        'value = { column = "properties.$user_id" }',
+        'exclude = { event = ["$identify", "$create_alias", "$merge"] }',
+        'dedupe = "properties.$insert_id"',
+        'json_column = "properties"',
+    ],
+    "amplitude": [
+        'timestamp = { column = "event_time", timezone = "UTC" }',
+        'rename = { "[Amplitude] Page Viewed" = "page_viewed" }',
+        'strip_prefix = ["[Amplitude] "]',
+        'value = { column = "user_properties.email", normalize = "lowercase" }',
+        'value = { column = "user_id" }',
+        'dedupe = "$insert_id"',
+        'json_column = ["event_properties", "user_properties"]',
+    ],
+    "segment": [
+        'timestamp = { column = "timestamp" }',
+        'value = { column = ["context.traits.email", "properties.email"],'
+        ' normalize = "lowercase" }',
+        'value = { column = "userId" }',
+        'include = { type = ["track"] }',
+        'dedupe = "messageId"',
+        'json_column = "properties"',
+    ],
+    "posthog": [
+        'rename = { "$pageview" = "page_viewed", "$pageleave" = "page_left",'
+        ' "$screen" = "screen_viewed" }',
+        'value = { column = ["person.properties.email", "properties.$set.email"],'
+        ' normalize = "lowercase" }',
+        'dedupe = "uuid"',
+        'json_column = "properties"',
+    ],
+    "ga4": [
+        'timestamp = { column = "event_timestamp", unit = "us" }',
+        'value = { column = "user_id" }',
+        'exclude = { event_name = ["first_visit", "first_open", "session_start",'
+        ' "user_engagement"] }',
+        'dedupe = ["user_pseudo_id", "event_timestamp", "event_name"]',
+        'json_column = ["event_params", "user_properties"]',
+    ],
+    "heap": [
+        'timestamp = { column = "time", timezone = "UTC" }',
+        'column = "type"',
+        'rename = { pageview = "page_viewed", submit = "form_submitted" }',
+        'value = { column = "identity", normalize = "lowercase" }',
+        'exclude = { type = ["session", "click", "change"] }',
+        'dedupe = "event_id"',
+        'dimensions = ["platform", "device_type", "country", "browser"]',
+    ],
+}
+
+
+def export_here(tool: str, workdir: Path) -> str:
+    """Copy a tool's export into the current directory; its file name."""
+    name = RECOGNISED[tool][0]
+    shutil.copy(EXPORTS / tool / name, workdir / name)
+    return name
+
+
+@pytest.mark.parametrize("tool", RECOGNISED)
+def test_each_tool_is_recognised_by_its_telltales(tool: str, workdir: Path) -> None:
+    name = export_here(tool, workdir)
+    sample, columns = read_sample(name, None, 10_000)
+    guessed = guess_any(sample, columns, name, "mapping.toml")
+    assert guessed.preset == tool
+    assert guessed.heading() == RECOGNISED[tool][1]
+
+
+@pytest.mark.parametrize("tool", RECOGNISED)
+def test_each_preset_writes_the_tools_choices(tool: str, workdir: Path) -> None:
+    name = export_here(tool, workdir)
+    sample, columns = read_sample(name, None, 10_000)
+    text = guess_any(sample, columns, name, "mapping.toml").text
+    lines = text.splitlines()
+    assert [line for line in PRESET_LINES[tool] if line not in lines] == []
+    # Valid TOML, the embeddable id a placeholder, and every block of settings commented.
+    doc = tomllib.loads(text)
+    assert doc["fields"]["embeddable_id"] == {"value": "REPLACE_WITH_EMBEDDABLE_ID"}
+    assert lines[0].startswith(f"# Mapping for {name}, written by `backfill init` from ")
+    blocks = [block.splitlines() for block in text.split("\n\n")]
+    settings = [b for b in blocks if any(line[:1].isalpha() for line in b)]
+    assert [b for b in settings if not any(line.startswith("#") for line in b)] == []
+
+
+@pytest.mark.parametrize("tool", RECOGNISED)
+def test_each_preset_sends_a_tool_choice_of_guess_lines(tool: str, workdir: Path) -> None:
+    name = export_here(tool, workdir)
+    sample, columns = read_sample(name, None, 10_000)
+    guessed = guess_any(sample, columns, name, "mapping.toml")
+    fields = [g.field for g in guessed.guesses]
+    assert fields == [
+        "embeddable_id",
+        "timestamp",
+        "custom_event_name",
+        "identifier",
+        "filter",
+        "props",
+    ]
+    assert guessed.guesses[0].line() == (
+        f"embeddable_id: REPLACE_WITH_EMBEDDABLE_ID (placeholder: {PRESETS[tool].tool}"
+        " exports carry none)"
+    )
+    assert guessed.warnings == [
+        "no column is named like an embeddable id: every row goes to the placeholder"
+        " 'REPLACE_WITH_EMBEDDABLE_ID' (validate accepts it); fill in fields.embeddable_id"
+        " before sending"
+    ]
+
+
+def test_the_printed_guesses_of_a_preset(workdir: Path) -> None:
+    name = export_here("mixpanel", workdir)
+    sample, columns = read_sample(name, None, 10_000)
+    lines = [g.line() for g in guess_any(sample, columns, name, "mapping.toml").guesses]
+    assert lines == [
+        "embeddable_id: REPLACE_WITH_EMBEDDABLE_ID (placeholder: Mixpanel exports carry none)",
+        "timestamp: properties.time (epoch seconds)",
+        "custom_event_name: event (renamed $mp_web_page_view -> page_viewed;"
+        ' prefix "$" stripped; converted to snake_case)',
+        "identifier: email from properties.$email or properties.email, else user_id from"
+        " properties.$user_id (the first with a value in a row)",
+        "filter: exclude event $identify, $create_alias, $merge; dedupe on"
+        " properties.$insert_id (rows that are not events, or sent already)",
+        "props: json_column properties; 22 keys dropped (copied less personal data and"
+        " bookkeeping)",
+    ]
+
+
+MIXPANEL_LIKE = (
+    '{"event": "Signed Up", "properties": {"time": 1709296496, "$email": "a@x.io"}}\n'
+    '{"event": "Plan Upgraded", "properties": {"time": 1709296500, "$email": "b@x.io"}}\n'
+)
+
+
+def test_a_preset_is_forced_where_the_telltales_are_missing(write: Write) -> None:
+    # No distinct_id in properties: not taken for Mixpanel's, but --preset mixpanel maps it.
+    write("x.jsonl", MIXPANEL_LIKE)
+    sample, columns = read_sample("x.jsonl", None, 100)
+    with pytest.raises(InputError, match="no column reads as timestamps"):
+        guess_any(sample, columns, "x.jsonl", "mapping.toml")
+    guessed = guess_any(sample, columns, "x.jsonl", "mapping.toml", preset="mixpanel")
+    assert guessed.heading() == (
+        "Preset mixpanel (a Mixpanel raw export) for x.jsonl (2 sampled rows): columns event,"
+        " properties; properties holds time"
+    )
+    assert guessed.forced
+    assert "# Mapped as (the preset asked for) a Mixpanel raw export:" in guessed.text
+    assert 'value = { column = "properties.$email", normalize = "lowercase" }' in guessed.text
+    # No $insert_id in the sample: nothing to dedupe on, and the comment says so.
+    assert "dedupe =" not in guessed.text
+    assert "# No Mixpanel's insert id (properties.$insert_id) in the sample: no dedupe." in (
+        guessed.text
+    )
+
+
+def test_a_preset_forces_one_tool_over_another(workdir: Path) -> None:
+    # A PostHog export also has the columns Mixpanel's needs (event, properties).
+    name = export_here("posthog", workdir)
+    sample, columns = read_sample(name, None, 10_000)
+    guessed = guess_any(sample, columns, name, "mapping.toml", preset="mixpanel")
+    assert guessed.preset == "mixpanel"
+    assert guessed.heading() == (
+        "Preset mixpanel (a Mixpanel raw export) for events.csv (27 sampled rows): columns"
+        " event, properties; properties holds distinct_id, $insert_id"
+    )
+
+
+def test_a_preset_without_its_columns_is_refused(exports_ga4: str, run: Run) -> None:
+    result = run("init", exports_ga4, "--preset", "heap")
+    assert result.exit_code == 2
+    assert result.stderr.startswith(
+        "error: events_20240301.jsonl: not a Heap export: no column event_id, session_id, time,"
+        " event_table_name or type or identity (its columns are: event_date, event_timestamp,"
+    )
+    assert result.stderr.endswith("); nothing written\n")
+    assert not Path("mapping.toml").exists()
+
+
+@pytest.fixture
+def exports_ga4(workdir: Path) -> str:
+    """The GA4 export in the current directory."""
+    return export_here("ga4", workdir)
+
+
+def test_an_unknown_preset_is_refused(exports_ga4: str, run: Run) -> None:
+    result = run("init", exports_ga4, "--preset", "matomo")
+    assert result.exit_code == 2
+    assert "Invalid value for '--preset': 'matomo' is not one of 'mixpanel', 'amplitude'," in (
+        result.stderr
+    )
+
+
+def test_the_cli_offers_every_preset() -> None:
+    init = cli.commands["init"]
+    option = next(p for p in init.params if p.name == "preset")
+    assert isinstance(option.type, click.Choice)
+    assert tuple(option.type.choices) == PRESET_NAMES
+    assert sorted(PRESETS) == sorted(PRESET_NAMES)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        SAMPLE / "events.csv",
+        SAMPLE / "events.jsonl",
+        DATA / "init" / "tracking.csv",
+        DATA / "init" / "app_events.jsonl",
+        DATA / "init" / "orders.tsv.gz",
+        DATA / "valid.csv",
+        DATA / "events.jsonl",
+    ],
+    ids=lambda p: p.name,
+)
+def test_other_exports_are_guessed_as_before(path: Path) -> None:
+    sample, columns = read_sample(str(path), None, 10_000)
+    guessed = guess_any(sample, columns, path.name, "mapping.toml")
+    assert guessed.preset is None
+    assert guessed.heading().startswith("Guessed from ")
+    assert guessed.text == guess_mapping(sample, columns, path.name, "mapping.toml").text
