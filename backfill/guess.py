@@ -962,7 +962,7 @@ class Preset:
     name: str  # as --preset takes it
     title: str  # 'a Mixpanel raw export'
     tool: str  # 'Mixpanel', for comments
-    telltales: Telltales
+    shapes: tuple[Telltales, ...]  # the export's shapes, any one of which marks it
     plan: Callable[[Shape], PresetPlan]
 
 
@@ -971,13 +971,14 @@ class Recognised:
     """A preset and the telltales found for it in the sample."""
 
     preset: Preset
+    telltales: Telltales
     columns: list[str]
     nested: list[str] = field(default_factory=list)
     values: list[str] = field(default_factory=list)
 
     def because(self) -> str:
         """The telltales in words: 'columns event, properties; properties holds time, ...'."""
-        t = self.preset.telltales
+        t = self.telltales
         parts = [f"columns {', '.join(self.columns)}"]
         if t.nested is not None and self.nested:
             parts.append(f"{t.nested[0]} holds {', '.join(self.nested)}")
@@ -987,8 +988,16 @@ class Recognised:
 
 
 def telltales_found(preset: Preset, shape: Shape) -> Recognised | None:
-    """The preset's telltales in the sample, or None when one that is needed is missing."""
-    t = preset.telltales
+    """The first of the preset's shapes whose telltales the sample has, or None."""
+    for telltales in preset.shapes:
+        found = shape_found(preset, telltales, shape)
+        if found is not None:
+            return found
+    return None
+
+
+def shape_found(preset: Preset, t: Telltales, shape: Shape) -> Recognised | None:
+    """One shape's telltales in the sample, or None when one that is needed is missing."""
     if not all(shape.has(c) for c in t.columns):
         return None
     named = [c for c in (*t.any_of, *t.also) if shape.has(c)]
@@ -1005,7 +1014,7 @@ def telltales_found(preset: Preset, shape: Shape) -> Recognised | None:
         values = shape.values(*t.values)
         if t.values_needed and not values:
             return None
-    return Recognised(preset, [*t.columns, *named], nested, values)
+    return Recognised(preset, t, [*t.columns, *named], nested, values)
 
 
 def recognise(shape: Shape) -> Recognised | None:
@@ -1023,7 +1032,7 @@ def forced_preset(shape: Shape, name: str, source: str) -> Recognised:
     found = telltales_found(preset, shape)
     if found is not None:
         return found
-    t = preset.telltales
+    t = preset.shapes[0]
     missing = [c for c in t.columns if not shape.has(c)]
     if t.any_of and not any(shape.has(c) for c in t.any_of):
         missing.append(" or ".join(t.any_of))
@@ -1034,7 +1043,8 @@ def forced_preset(shape: Shape, name: str, source: str) -> Recognised:
         )
     nested = shape.nested(t.nested[0], (*t.nested[1], *t.nested[2])) if t.nested else []
     values = shape.values(*t.values) if t.values else []
-    return Recognised(preset, [*t.columns, *(c for c in t.also if shape.has(c))], nested, values)
+    also = [c for c in t.also if shape.has(c)]
+    return Recognised(preset, t, [*t.columns, *also], nested, values)
 
 
 @dataclass(frozen=True)
@@ -1067,6 +1077,7 @@ class PresetPlan:
     dedupe_why: list[str] = field(default_factory=list)
     json_columns: list[str] = field(default_factory=list)
     dimensions: list[str] = field(default_factory=list)
+    columns: list[str] = field(default_factory=list)
     drop: list[str] = field(default_factory=list)
     props_why: list[str] = field(default_factory=list)
 
@@ -1089,6 +1100,11 @@ GA4_DROP = [
     "firebase_event_origin", "firebase_screen_id",
 ]  # fmt: skip
 SEGMENT_DROP = [*PERSONAL, "address", "ip"]
+# The columns a Segment warehouse gives every tracks table (besides context_*).
+SEGMENT_WAREHOUSE_COLUMNS = [
+    "id", "anonymous_id", "user_id", "event", "event_text", "timestamp", "original_timestamp",
+    "received_at", "sent_at", "uuid_ts", "loaded_at", "uuid", "channel",
+]  # fmt: skip
 AMPLITUDE_DROP = [*PERSONAL, "ip_address"]
 HEAP_DROP = [*PERSONAL, "identity"]
 
@@ -1220,6 +1236,8 @@ def amplitude_plan(shape: Shape) -> PresetPlan:
 
 def segment_plan(shape: Shape) -> PresetPlan:
     """Segment's archive: messages of several types, traits in the context."""
+    if not shape.has("messageId"):
+        return segment_warehouse_plan(shape)
     identifiers = _email_first(
         shape.present("context.traits.email", "properties.email"),
         "The email in the context's traits (browser calls) or the properties (server calls).",
@@ -1251,10 +1269,48 @@ def segment_plan(shape: Shape) -> PresetPlan:
     )
 
 
+def segment_warehouse_plan(shape: Shape) -> PresetPlan:
+    """A Segment warehouse's tracks table: one column per property, the context flattened."""
+    identifiers = _email_first(
+        shape.present("context_traits_email", "email"),
+        "The email in the context's traits (context_traits_email).",
+    )
+    identifiers += _user_id("user_id", shape.present("user_id"), "Rows without an email: user_id.")
+    if not identifiers:
+        identifiers = _user_id("anonymous_id", ["anonymous_id"], "Segment's anonymous_id: no user.")
+    dedupe = _dedupe(shape, "id", "Segment's message id (id)")
+    own = {*SEGMENT_WAREHOUSE_COLUMNS, *SEGMENT_DROP}
+    return PresetPlan(
+        timestamp="timestamp",
+        time_option="",
+        time_note="ISO 8601 in UTC",
+        time_why=["Segment's timestamp: the event time corrected for the device's clock."],
+        event="event_text",
+        event_why=[
+            'Segment\'s event names as sent, converted ("Order Completed" -> order_completed).'
+        ],
+        identifiers=identifiers,
+        filter_why=["A tracks table holds track calls only: nothing to filter out."],
+        dedupe=dedupe[0],
+        dedupe_why=dedupe[1],
+        columns=[c for c in shape.columns if c not in own and not c.startswith("context_")],
+        drop=SEGMENT_DROP,
+        props_why=[
+            "The event's own property columns are copied into the props; Segment's columns",
+            "(the context, times and ids) are not.",
+        ],
+    )
+
+
 def posthog_plan(shape: Shape) -> PresetPlan:
     """PostHog's events: $-named built-in events, properties as JSON (text in a CSV)."""
     identifiers = _email_first(
-        shape.present("person.properties.email", "properties.$set.email", "properties.email"),
+        shape.present(
+            "person.properties.email",  # the events CSV
+            "person_properties.email",  # batch exports
+            "properties.$set.email",
+            "properties.email",
+        ),
         "The person's email, or the one set with the event ($set).",
     )
     if not identifiers:
@@ -1373,9 +1429,11 @@ PRESETS: dict[str, Preset] = {
         "ga4",
         "a GA4 BigQuery export",
         "GA4",
-        Telltales(
-            ("event_date", "event_timestamp", "event_name", "user_pseudo_id", "event_params"),
-            also=("user_properties",),
+        (
+            Telltales(
+                ("event_date", "event_timestamp", "event_name", "user_pseudo_id", "event_params"),
+                also=("user_properties",),
+            ),
         ),
         ga4_plan,
     ),
@@ -1383,9 +1441,11 @@ PRESETS: dict[str, Preset] = {
         "amplitude",
         "an Amplitude export (Export API)",
         "Amplitude",
-        Telltales(
-            ("event_type", "event_time", "event_properties", "user_properties"),
-            also=("amplitude_id", "$insert_id"),
+        (
+            Telltales(
+                ("event_type", "event_time", "event_properties", "user_properties"),
+                also=("amplitude_id", "$insert_id"),
+            ),
         ),
         amplitude_plan,
     ),
@@ -1393,11 +1453,18 @@ PRESETS: dict[str, Preset] = {
         "segment",
         "a Segment archive (S3 or warehouse)",
         "Segment",
-        Telltales(
-            ("type", "messageId", "timestamp"),
-            any_of=("userId", "anonymousId"),
-            values=("type", ("track", "identify", "page", "screen", "group", "alias")),
-            values_needed=True,
+        (
+            Telltales(  # the S3 archive: one message of any type per line
+                ("type", "messageId", "timestamp"),
+                any_of=("userId", "anonymousId"),
+                values=("type", ("track", "identify", "page", "screen", "group", "alias")),
+                values_needed=True,
+            ),
+            Telltales(  # a warehouse's tracks table, flattened: context_traits_email
+                ("id", "event", "event_text", "timestamp", "received_at"),
+                any_of=("user_id", "anonymous_id"),
+                also=("uuid_ts",),
+            ),
         ),
         segment_plan,
     ),
@@ -1405,10 +1472,12 @@ PRESETS: dict[str, Preset] = {
         "posthog",
         "a PostHog events export",
         "PostHog",
-        Telltales(
-            ("uuid", "event", "properties", "timestamp", "distinct_id"),
-            also=("person.properties.email",),
-            values=("event", POSTHOG_EVENTS),
+        (
+            Telltales(
+                ("uuid", "event", "properties", "timestamp", "distinct_id"),
+                also=("person.properties.email",),
+                values=("event", POSTHOG_EVENTS),
+            ),
         ),
         posthog_plan,
     ),
@@ -1416,9 +1485,11 @@ PRESETS: dict[str, Preset] = {
         "mixpanel",
         "a Mixpanel raw export",
         "Mixpanel",
-        Telltales(
-            ("event", "properties"),
-            nested=("properties", ("time", "distinct_id"), ("$insert_id", "mp_lib")),
+        (
+            Telltales(
+                ("event", "properties"),
+                nested=("properties", ("time", "distinct_id"), ("$insert_id", "mp_lib")),
+            ),
         ),
         mixpanel_plan,
     ),
@@ -1426,10 +1497,12 @@ PRESETS: dict[str, Preset] = {
         "heap",
         "a Heap export",
         "Heap",
-        Telltales(
-            ("event_id", "user_id", "session_id", "time"),
-            any_of=("event_table_name", "type", "identity"),
-            values=("type", ("session", "pageview", "click", "change", "submit")),
+        (
+            Telltales(
+                ("event_id", "user_id", "session_id", "time"),
+                any_of=("event_table_name", "type", "identity"),
+                values=("type", ("session", "pageview", "click", "change", "submit")),
+            ),
         ),
         heap_plan,
     ),
@@ -1497,6 +1570,8 @@ def _props_summary(plan: PresetPlan) -> str:
         parts.append(f"json_column {', '.join(plan.json_columns)}")
     if plan.dimensions:
         parts.append(f"dimensions {', '.join(plan.dimensions)}")
+    if plan.columns:
+        parts.append(f"columns {', '.join(plan.columns)}")
     parts.append(f"{len(plan.drop)} keys dropped")
     return "; ".join(parts)
 
@@ -1608,6 +1683,8 @@ def _preset_props_lines(plan: PresetPlan) -> list[str]:
         lines.append(f"json_column = {_sources(plan.json_columns)}")
     if plan.dimensions:
         lines.append(f"dimensions = {_toml_list(plan.dimensions)}")
+    if plan.columns:
+        lines += _wrapped_list("columns", plan.columns)
     return [*lines, *_wrapped_list("drop", plan.drop)]
 
 

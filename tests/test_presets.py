@@ -262,6 +262,37 @@ def test_the_cli_offers_every_preset() -> None:
     assert sorted(PRESETS) == sorted(PRESET_NAMES)
 
 
+WAREHOUSE_TRACKS = """\
+id,anonymous_id,user_id,event,event_text,timestamp,received_at,uuid_ts,context_library_name,\
+context_traits_email,revenue,plan
+ajs-1,anon-1,u_1,order_completed,Order Completed,2024-03-01T09:04:56.789Z,\
+2024-03-01T09:04:57.100Z,2024-03-01 10:00:00,analytics.js,ada@shop.example,49.5,pro
+ajs-2,anon-2,,signed_up,Signed Up,2024-03-01T10:00:00.000Z,2024-03-01T10:00:01.000Z,\
+2024-03-01 11:00:00,analytics.js,,,
+"""
+
+
+def test_a_segment_warehouse_table_is_recognised(write: Write) -> None:
+    # A warehouse's tracks table: no type or messageId, the context flattened into columns.
+    write("tracks.csv", WAREHOUSE_TRACKS)
+    sample, columns = read_sample("tracks.csv", None, 100)
+    guessed = guess_any(sample, columns, "tracks.csv", "mapping.toml")
+    assert guessed.heading() == (
+        "Recognised a Segment archive (S3 or warehouse) in tracks.csv (2 sampled rows): columns"
+        " id, event, event_text, timestamp, received_at, user_id, anonymous_id, uuid_ts"
+    )
+    lines = guessed.text.splitlines()
+    for line in [
+        'column = "event_text"',
+        'value = { column = "context_traits_email", normalize = "lowercase" }',
+        'value = { column = "user_id" }',
+        'dedupe = "id"',
+        '    "revenue", "plan",',
+    ]:
+        assert line in lines
+    assert "include =" not in guessed.text  # a tracks table holds nothing but tracks
+
+
 @pytest.mark.parametrize(
     "path",
     [
