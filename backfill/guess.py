@@ -1107,6 +1107,24 @@ SEGMENT_WAREHOUSE_COLUMNS = [
 ]  # fmt: skip
 AMPLITUDE_DROP = [*PERSONAL, "ip_address"]
 HEAP_DROP = [*PERSONAL, "identity"]
+# Event names that are identity or session bookkeeping, not user actions.
+AMPLITUDE_NON_EVENTS = [
+    "$identify",
+    "$groupidentify",
+    "session_start",
+    "session_end",
+    "[Amplitude] Start Session",
+    "[Amplitude] End Session",
+]
+POSTHOG_NON_EVENTS = [
+    "$identify",
+    "$set",
+    "$create_alias",
+    "$merge_dangerously",
+    "$groupidentify",
+    "$autocapture",
+    "$feature_flag_called",
+]
 
 
 def _email_first(emails: list[str], why: str) -> list[Alternative]:
@@ -1212,16 +1230,7 @@ def amplitude_plan(shape: Shape) -> PresetPlan:
         rename={"[Amplitude] Page Viewed": "page_viewed"},
         strip_prefix=["[Amplitude] "],
         identifiers=identifiers,
-        exclude={
-            "event_type": [
-                "$identify",
-                "$groupidentify",
-                "session_start",
-                "session_end",
-                "[Amplitude] Start Session",
-                "[Amplitude] End Session",
-            ]
-        },
+        exclude={"event_type": AMPLITUDE_NON_EVENTS},
         filter_why=["Identify calls and session markers are not user actions."],
         dedupe=dedupe[0],
         dedupe_why=dedupe[1],
@@ -1329,17 +1338,7 @@ def posthog_plan(shape: Shape) -> PresetPlan:
         rename={"$pageview": "page_viewed", "$pageleave": "page_left", "$screen": "screen_viewed"},
         strip_prefix=["$"],
         identifiers=identifiers,
-        exclude={
-            "event": [
-                "$identify",
-                "$set",
-                "$create_alias",
-                "$merge_dangerously",
-                "$groupidentify",
-                "$autocapture",
-                "$feature_flag_called",
-            ]
-        },
+        exclude={"event": POSTHOG_NON_EVENTS},
         filter_why=[
             "Identity and feature-flag bookkeeping, and autocaptured clicks without a name",
             "of their own, are not events to send (remove $autocapture to send them).",
