@@ -24,7 +24,7 @@ from backfill import html, pipeline
 from backfill.codes import SANDBOX_API_KEY, SANDBOX_HOST, SANDBOX_PORT, Status
 from backfill.errors import BackfillError, CredentialsError, ExitCode, UsageError
 from backfill.mapping import Mapping, load_mapping
-from backfill.payloads import PAYLOAD, REASON
+from backfill.payloads import PAYLOAD
 from backfill.redact import RedactingFilter, redact, register
 from backfill.report import render_text, write_json
 from backfill.results import default_results_path
@@ -477,7 +477,7 @@ def _dry_run(inputs: tuple[str, ...], mapping: Mapping, fmt: str | None) -> None
 
     def keep_samples(batch: pipeline.CheckedBatch) -> None:
         if len(samples) < DRY_RUN_PAYLOADS:
-            valid = batch.checked.filter(batch.checked[REASON].is_null())
+            valid = batch.checked.filter(batch.checked[PAYLOAD].is_not_null())
             samples.extend(valid[PAYLOAD].head(DRY_RUN_PAYLOADS - len(samples)).to_list())
 
     report = pipeline.validate(inputs, mapping, fmt, on_batch=keep_samples, bodies=True).to_dict()

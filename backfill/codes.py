@@ -18,6 +18,14 @@ class Status(StrEnum):
     REJECTED = "rejected"
     FAILED = "failed"
     INVALID = "invalid"
+    SKIPPED = "skipped"  # not an event to send: filtered out, or a duplicate
+
+
+class Skip(StrEnum):
+    """Why a row was skipped: the error code of a ``skipped`` record."""
+
+    FILTERED = "filtered"
+    DUPLICATE = "duplicate"
 
 
 class Reason(StrEnum):

@@ -10,18 +10,21 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import polars as pl
 
-from backfill.codes import Reason, Repair
+from backfill.codes import Reason, Repair, Skip
 from backfill.inputs import MALFORMED, ROW, compact_json, frame_column, load_json
-from backfill.mapping import Mapping, Source
+from backfill.mapping import NESTED_PROPS, Identifier, Mapping, Source
 
 SNAKE_CASE = r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$"
 JSON_NUMBER = r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$"
-EPOCH = r"^[0-9]{9,13}(\.[0-9]+)?$"
+EPOCH = r"^[0-9]{9,19}(\.[0-9]+)?$"  # seconds to nanoseconds, by the number of digits
+ANY_EPOCH = r"^[0-9]+(\.[0-9]+)?$"  # when the mapping gives the unit
 UTC_OFFSET = r"^[+-]([01][0-9]|2[0-3])(:?[0-5][0-9])?$"
 CONVERTIBLE_NAME = r"^[A-Za-z0-9 _\-./]+$"
+TYPED_VALUES = ("string_value", "int_value", "double_value", "float_value")  # GA4's value fields
 FUTURE_TOLERANCE = timedelta(minutes=5)
 UNWRAP_LEVELS = 3
 AWARE_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%dT%H:%M%z")
@@ -35,6 +38,11 @@ PAYLOAD = "payload"
 EVENT_NAME = "event_name"
 EMBEDDABLE_ID = "embeddable_id"
 IDENTIFIER_KEY = "identifier_key"
+IDENTIFIER_ALT = "identifier_alternative"  # which [[identifier]] alternative a row uses, from 0
+SKIP = "skip"  # Skip.FILTERED or Skip.DUPLICATE for a row that is not an event to send
+SKIP_RULE = "skip_rule"  # the rule that skipped it, as reports count it ("exclude event")
+SKIP_MESSAGE = "skip_message"  # the rule and the value ("exclude event = '$identify'")
+DEDUPE_KEY = "dedupe_key"  # the text rows are deduplicated on, for rows that would be sent
 TIME = "time"
 REPAIRS = tuple(r.value for r in Repair)
 
@@ -42,6 +50,7 @@ REPAIRS = tuple(r.value for r in Repair)
 TS_TEXT = "__ts_text"
 NAME_TEXT = "__name_text"
 VALUE_TEXT = "__value_text"
+SENT_AS_STRING = "__sent_as_string"
 UNWRAPPED = "__unwrapped"
 IDENT = "__ident"
 PROPS = "__props"
@@ -74,28 +83,36 @@ def build_payloads(
     frame = batch.select(ROW, MALFORMED, *inputs).with_columns(
         _text(mapping.embeddable_id).alias(EMBEDDABLE_ID),
         _text(mapping.timestamp).alias(TS_TEXT),
-        _text(mapping.identifier_key).alias(IDENTIFIER_KEY),
-        _text(mapping.identifier_value).alias(VALUE_TEXT),
+        *_chosen_identifier(mapping),
     )
     frame = _with_time(frame, mapping)
+    frame = _with_filter(frame, mapping)
     name = mapping.event_name
     names = [] if name.column is None else [_in(name.column)]
     frame = per_distinct(frame, names, lambda t: _with_event_name(t, mapping))
-    frame = _with_identifier(frame, mapping, normalized=bodies)
-    frame = _with_props(frame, mapping, members=bodies)
+    # Payloads compared for dedupe must be the ones sent: normalised, even when validating.
+    exact = bodies or mapping.filter.dedupe_payload
+    frame = _with_identifiers(frame, mapping, normalized=exact)
+    frame = _with_props(frame, mapping, members=exact)
     frame = _with_reason(frame, mapping, now)
-    if bodies:
+    if exact:
         frame = _with_body(frame, mapping)
     else:
         frame = frame.with_columns(pl.lit(None, pl.String).alias(PAYLOAD))
+    frame = frame.with_columns(_dedupe_key(mapping).alias(DEDUPE_KEY))
     return frame.select(
         ROW,
         REASON,
         MESSAGE,
         PAYLOAD,
+        SKIP,
+        SKIP_RULE,
+        SKIP_MESSAGE,
+        DEDUPE_KEY,
         EMBEDDABLE_ID,
         EVENT_NAME,
         IDENTIFIER_KEY,
+        IDENTIFIER_ALT,
         TIME,
         *_repair_flags(mapping),
     )
@@ -184,8 +201,9 @@ def _with_time(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
     so the parsers keep no cache of the values they have read.
     """
     text = pl.col(TS_TEXT)
+    epoch = EPOCH if mapping.timestamp_unit is None else ANY_EPOCH
     frame = frame.with_columns(
-        text.str.contains(EPOCH).alias("__is_epoch"),
+        text.str.contains(epoch).alias("__is_epoch"),
         (text.str.slice(10, 1) == " ").alias("__is_spaced"),
     )
     frame = _with_fast_iso(frame)
@@ -198,7 +216,7 @@ def _with_time(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
     frame = frame.with_columns(
         aware_utc.dt.replace_time_zone("UTC").alias("__aware_utc"),
         local.dt.convert_time_zone("UTC").alias("__local_utc"),
-        _epoch(text, pl.col("__is_epoch")).alias("__epoch"),
+        _epoch(text, pl.col("__is_epoch"), mapping.timestamp_unit).alias("__epoch"),
     )
     frame = frame.with_columns(
         pl.coalesce("__aware_utc", "__epoch", "__local_utc").alias(TIME),
@@ -319,17 +337,35 @@ def _first_fit(attempts: list[tuple[str, str]], wanted: pl.Expr, aware: bool) ->
     return pl.coalesce(parsed)
 
 
-def _epoch(text: pl.Expr, is_epoch: pl.Expr) -> pl.Expr:
-    """Epoch seconds or milliseconds (told apart by size) as a datetime, read as UTC.
+def _epoch(text: pl.Expr, is_epoch: pl.Expr, unit: str | None) -> pl.Expr:
+    """Epoch seconds, milliseconds, microseconds or nanoseconds as a datetime, read as UTC.
 
-    The digits are read as an exact decimal, cut to milliseconds first (so never rounded
-    up): as a float, 135055374.2 seconds times 1000 is 135055374199.99998 milliseconds.
+    The unit is the mapping's, or told by the number of digits: up to 10 seconds, 11-13
+    milliseconds, 14-16 microseconds, 17-19 nanoseconds. The digits are cut to milliseconds
+    as text (so never rounded up: as a float, 135055374.2 seconds times 1000 is
+    135055374199.99998 milliseconds), and seconds read as an exact decimal.
     """
     digits = pl.when(is_epoch).then(text)
     point = digits.str.find(".", literal=True)
+    whole = pl.when(point.is_null()).then(digits).otherwise(digits.str.slice(0, point))
+    size = whole.str.len_chars()
     to_millis = pl.when(point.is_null()).then(digits).otherwise(digits.str.slice(0, point + 4))
-    number = to_millis.cast(pl.Decimal(18, 3), strict=False)
-    millis = pl.when(number >= 10**11).then(number).otherwise(number * 1000).cast(pl.Int64)
+    seconds = (to_millis.cast(pl.Decimal(38, 3), strict=False) * 1000).cast(pl.Int64)
+    cut = {"ms": 0, "us": 3, "ns": 6}
+    by_unit = {u: whole.str.slice(0, size - n).cast(pl.Int64, strict=False) for u, n in cut.items()}
+    by_unit["s"] = seconds
+    if unit is not None:
+        millis = by_unit[unit]
+    else:
+        millis = (
+            pl.when(size <= 10)
+            .then(seconds)
+            .when(size <= 13)
+            .then(by_unit["ms"])
+            .when(size <= 16)
+            .then(by_unit["us"])
+            .otherwise(by_unit["ns"])
+        )
     moment = pl.from_epoch(millis, time_unit="ms").dt.cast_time_unit("us")
     return moment.dt.replace_time_zone("UTC")
 
@@ -337,8 +373,25 @@ def _epoch(text: pl.Expr, is_epoch: pl.Expr) -> pl.Expr:
 def _with_event_name(table: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
     """Add the name as given, the name to send (converted if asked for) and BAD_NAME."""
     table = table.with_columns(_text(mapping.event_name).alias(NAME_TEXT))
-    table = table.with_columns(_event_name(pl.col(NAME_TEXT), mapping).alias(EVENT_NAME))
+    named = _stripped(_renamed(pl.col(NAME_TEXT), mapping), mapping)
+    table = table.with_columns(_event_name(named, mapping).alias(EVENT_NAME))
     return table.with_columns((~pl.col(EVENT_NAME).str.contains(SNAKE_CASE)).alias(BAD_NAME))
+
+
+def _renamed(text: pl.Expr, mapping: Mapping) -> pl.Expr:
+    """The name renamed by the mapping's table (an exact match of the raw name), else as is."""
+    if not mapping.event_rename:
+        return text
+    return text.replace(mapping.event_rename)
+
+
+def _stripped(text: pl.Expr, mapping: Mapping) -> pl.Expr:
+    """The name without the first of the mapping's prefixes it starts with."""
+    stripped: pl.Expr = text
+    for prefix in reversed(mapping.strip_prefix):
+        cut = text.str.strip_prefix(prefix)
+        stripped = pl.when(text.str.starts_with(prefix)).then(cut).otherwise(stripped)
+    return stripped
 
 
 def _event_name(text: pl.Expr, mapping: Mapping) -> pl.Expr:
@@ -356,14 +409,58 @@ def _event_name(text: pl.Expr, mapping: Mapping) -> pl.Expr:
     return pl.when(text.str.contains(CONVERTIBLE_NAME)).then(converted).otherwise(text)
 
 
-def _with_identifier(frame: pl.DataFrame, mapping: Mapping, normalized: bool) -> pl.DataFrame:
+def _chosen_identifier(mapping: Mapping) -> list[pl.Expr]:
+    """IDENTIFIER_ALT, IDENTIFIER_KEY and VALUE_TEXT of the first alternative with a value.
+
+    The API takes one identifier per event: the first alternative whose value is there is
+    sent; a row where none is takes the first, and is invalid for its empty value.
+    """
+    alternatives = mapping.identifiers()
+    values = [_text(a.value) for a in alternatives]
+    chosen = pl.coalesce(
+        [pl.when(v.is_not_null()).then(pl.lit(i)) for i, v in enumerate(values)] + [pl.lit(0)]
+    )
+    key: pl.Expr = _text(alternatives[0].key)
+    value: pl.Expr = values[0]
+    for i, alternative in enumerate(alternatives[1:], start=1):
+        key = pl.when(chosen == i).then(_text(alternative.key)).otherwise(key)
+        value = pl.when(chosen == i).then(values[i]).otherwise(value)
+    return [chosen.alias(IDENTIFIER_ALT), key.alias(IDENTIFIER_KEY), value.alias(VALUE_TEXT)]
+
+
+def _with_identifiers(frame: pl.DataFrame, mapping: Mapping, normalized: bool) -> pl.DataFrame:
+    """Add UNWRAPPED, IDENT and SENT_AS_STRING, each row read as its alternative says."""
+    kinds = list(dict.fromkeys((a.type, a.normalize) for a in mapping.identifiers()))
+    if len(kinds) == 1:
+        frame = _with_identifier(frame, *kinds[0], normalized)
+        return frame.with_columns(pl.lit(kinds[0][0] == "string").alias(SENT_AS_STRING))
+    alternatives = mapping.identifiers()
+    for n, kind in enumerate(kinds):
+        uses = [i for i, a in enumerate(alternatives) if (a.type, a.normalize) == kind]
+
+        def read(table: pl.DataFrame, kind: tuple[str, str] = kind, n: int = n) -> pl.DataFrame:
+            table = _with_identifier(table, kind[0], kind[1], normalized)
+            return table.select(pl.col(UNWRAPPED).alias(f"__u{n}"), pl.col(IDENT).alias(f"__i{n}"))
+
+        frame = per_subset(frame, pl.col(IDENTIFIER_ALT).is_in(uses), read, [VALUE_TEXT])
+    strings = [i for i, a in enumerate(alternatives) if a.type == "string"]
+    return frame.with_columns(
+        pl.coalesce([f"__u{n}" for n in range(len(kinds))]).alias(UNWRAPPED),
+        pl.coalesce([f"__i{n}" for n in range(len(kinds))]).alias(IDENT),
+        pl.col(IDENTIFIER_ALT).is_in(strings).alias(SENT_AS_STRING),
+    ).drop([f"__{c}{n}" for n in range(len(kinds)) for c in "ui"])
+
+
+def _with_identifier(
+    frame: pl.DataFrame, kind: str, normalize: str, normalized: bool
+) -> pl.DataFrame:
     """Add UNWRAPPED (quoting undone) and IDENT (the JSON text to send, or null when bad).
 
     ``normalized=False`` leaves the case of a string identifier as it is: whether there is
     one is all validation asks, and a change of case never makes a value appear or vanish.
     """
     text = pl.col(VALUE_TEXT)
-    if mapping.identifier_type == "json":
+    if kind == "json":
         frame = frame.with_columns(text.alias(UNWRAPPED))
         ident = pl.when(text.str.json_path_match("$").is_not_null()).then(text)
         return _with_ident(frame, ident)
@@ -371,13 +468,13 @@ def _with_identifier(frame: pl.DataFrame, mapping: Mapping, normalized: bool) ->
     frame = per_subset(frame, _in_quotes(text), _with_unwrapped, [VALUE_TEXT])
     frame = frame.with_columns(pl.coalesce("__unwrapped", VALUE_TEXT).alias(UNWRAPPED))
     value = pl.col(UNWRAPPED)
-    if mapping.identifier_type == "string" and not normalized:
+    if kind == "string" and not normalized:
         return _with_ident(frame, value)
-    if mapping.normalize == "lowercase":
+    if normalize == "lowercase":
         value = value.str.to_lowercase()
-    elif mapping.normalize == "uppercase":
+    elif normalize == "uppercase":
         value = value.str.to_uppercase()
-    if mapping.identifier_type == "number":
+    if kind == "number":
         return _with_ident(frame, pl.when(value.str.contains(JSON_NUMBER)).then(value))
     return _with_ident(frame, value)
 
@@ -408,12 +505,21 @@ def _with_ident(table: pl.DataFrame, ident: pl.Expr) -> pl.DataFrame:
 def _with_props(frame: pl.DataFrame, mapping: Mapping, members: bool) -> pl.DataFrame:
     """Add BAD_METRIC and BAD_JSON (and with ``members`` the JSON column's, for the body)."""
     m = mapping
-    if m.json_column is not None:
-        frame = per_distinct(frame, [_in(m.json_column)], _json_objects(m.json_column, members))
+    columns = [s.column for s in m.json_sources() if s.column is not None]
+    if len(columns) == 1 and not m.drop:
+        frame = per_distinct(frame, [_in(columns[0])], _json_objects(columns[0], members))
+        # Polars reads objects; lists of key/value pairs and JSON nulls are Python's to read.
+        cell = _cell(columns[0])
+        others = cell.str.starts_with("[")
+        if members:
+            others = others | cell.str.contains("null", literal=True)
+        frame = _merged_in_python(frame, m, columns, others.fill_null(False))
     else:
         frame = frame.with_columns(
             pl.lit(None, pl.String).alias("__json"), pl.lit(False).alias(BAD_JSON)
         )
+        if columns:
+            frame = _merged_in_python(frame, m, columns, pl.lit(True))
     bad = [_bad_metric(c) for c in m.metrics]
     return frame.with_columns((pl.any_horizontal(bad) if bad else pl.lit(False)).alias(BAD_METRIC))
 
@@ -460,6 +566,104 @@ def _json_objects(column: str, members: bool) -> Callable[[pl.DataFrame], pl.Dat
         return table.drop("__deep_members")
 
     return stage
+
+
+def _merged_in_python(
+    frame: pl.DataFrame, mapping: Mapping, columns: list[str], wanted: pl.Expr
+) -> pl.DataFrame:
+    """Set BAD_JSON and __json of the rows ``wanted`` picks by merging the JSON sources in Python.
+
+    Merging several objects, leaving out dropped keys and nulls, and reading GA4's lists of
+    key/value pairs are beyond Polars' JSON functions. Each distinct combination of cells is
+    read once.
+    """
+    if "__json" not in frame.columns:  # validation only: no members were read
+        frame = frame.with_columns(pl.lit(None, pl.String).alias("__json"))
+    frame = frame.with_columns(wanted.alias("__merge"))
+    if not frame["__merge"].any():
+        return frame.drop("__merge")
+    keep = _json_merger(mapping)
+    inputs = [_in(c) for c in columns]
+
+    def stage(table: pl.DataFrame) -> pl.DataFrame:
+        cells = table.select(_cell(c) for c in columns).rows()
+        merged = [keep(row) for row in cells]
+        return table.with_columns(
+            pl.Series("__py_bad", [bad for bad, _ in merged], dtype=pl.Boolean),
+            pl.Series("__py_json", [text for _, text in merged], dtype=pl.String),
+        )
+
+    picked = per_subset(frame, pl.col("__merge"), lambda t: per_distinct(t, inputs, stage), inputs)
+    merge = pl.col("__merge")
+    return picked.with_columns(
+        pl.when(merge).then("__py_bad").otherwise(BAD_JSON).alias(BAD_JSON),
+        pl.when(merge).then("__py_json").otherwise("__json").alias("__json"),
+    ).drop("__merge", "__py_bad", "__py_json")
+
+
+def _json_merger(mapping: Mapping) -> Callable[[tuple[str | None, ...]], tuple[bool, str | None]]:
+    """A function from a row's JSON cells to (bad, the merged members' JSON text or None).
+
+    An earlier source wins a key; a mapped props column wins over all (and the objects of
+    metrics and dimensions keep their keys); dropped keys and JSON nulls are left out.
+    """
+    taken = {mapping.prop_name(c) for c in mapping.columns}
+    taken |= {k for k, kind in NESTED_PROPS.items() if getattr(mapping, kind)}
+    dropped = set(mapping.drop)
+
+    def merge(cells: tuple[str | None, ...]) -> tuple[bool, str | None]:
+        merged: dict[str, Any] = {}
+        for cell in cells:
+            if cell is None:
+                continue
+            found = json_object(cell)
+            if found is None:
+                return True, None
+            for key, value in found.items():
+                if value is not None and key not in dropped and key not in taken:
+                    merged.setdefault(key, value)
+        return False, compact_json(merged)[1:-1] or None
+
+    return merge
+
+
+def json_object(text: str) -> dict[str, Any] | None:
+    """A props cell as an object: an object, JSON text of one, or a list of key/value pairs.
+
+    A pair's value is taken as it is when it is a scalar; when it is an object (GA4's
+    ``{"string_value": ..., "int_value": ...}``), its first non-null field. None when the
+    cell is none of these.
+    """
+    try:
+        value = load_json(text)
+        if isinstance(value, str) and value.lstrip().startswith("{"):
+            value = load_json(value)
+    except (ValueError, RecursionError):
+        return None
+    if isinstance(value, dict):
+        return value
+    if not isinstance(value, list):
+        return None
+    pairs: dict[str, Any] = {}
+    for pair in value:
+        if not isinstance(pair, dict) or not isinstance(pair.get("key"), str):
+            return None
+        pairs.setdefault(pair["key"], _pair_value(pair.get("value")))
+    return pairs
+
+
+def _pair_value(value: Any) -> Any:
+    """A key/value pair's value: a scalar as it is, or the first non-null field of an object."""
+    if not isinstance(value, dict):
+        return value
+    for field in (*TYPED_VALUES, *value):
+        found = value.get(field)
+        if found is not None:
+            # BigQuery writes INT64 as a JSON string of digits: int_value is a number.
+            if field == "int_value" and isinstance(found, str) and found.lstrip("-").isdigit():
+                return int(found)
+            return found
+    return None
 
 
 def _python_members(column: str) -> Callable[[pl.DataFrame], pl.DataFrame]:
@@ -529,8 +733,70 @@ def _nested(name: str, members: pl.Expr) -> pl.Expr:
     return pl.lit(json.dumps(name) + ":{") + members + pl.lit("}")
 
 
+def _with_filter(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
+    """Add SKIP, SKIP_RULE and SKIP_MESSAGE for the rows the mapping's filter leaves out.
+
+    include and exclude look at the raw values, so a row that is not an event (an identify
+    call without an email) is skipped, not invalid; since and until look at the time, when
+    it reads. A row that could not be read at all stays invalid: nothing can be said of it.
+    """
+    rules: list[tuple[pl.Expr, str, pl.Expr]] = []  # (skipped when, rule, message)
+    f = mapping.filter
+    for source, values in f.include:
+        text = _text(source)
+        why = pl.lit(f"include {source.label}: ") + _shown(text) + pl.lit(" is not listed")
+        rules.append((~text.is_in(values).fill_null(False), f"include {source.label}", why))
+    for source, values in f.exclude:
+        text = _text(source)
+        why = pl.lit(f"exclude {source.label} = ") + _shown(text)
+        rules.append((text.is_in(values).fill_null(False), f"exclude {source.label}", why))
+    time = pl.col(TIME)
+    if f.since is not None:
+        rules.append((time < f.since, "since", pl.lit(f"before since {f.since_text}")))
+    if f.until is not None:
+        rules.append((time >= f.until, "until", pl.lit(f"not before until {f.until_text}")))
+    rule: pl.Expr = pl.lit(None, pl.String)
+    message: pl.Expr = pl.lit(None, pl.String)
+    for condition, name, text in reversed(rules):
+        rule = pl.when(condition.fill_null(False)).then(pl.lit(name)).otherwise(rule)
+        message = pl.when(condition.fill_null(False)).then(text).otherwise(message)
+    readable = pl.col(MALFORMED).is_null()
+    return frame.with_columns(
+        pl.when(readable & rule.is_not_null()).then(pl.lit(Skip.FILTERED.value)).alias(SKIP),
+        pl.when(readable).then(rule).alias(SKIP_RULE),
+        pl.when(readable).then(message).alias(SKIP_MESSAGE),
+    )
+
+
+def _shown(text: pl.Expr) -> pl.Expr:
+    """A raw value in a skip message: quoted, shortened, or (empty)."""
+    short = (
+        pl.when(text.str.len_chars() > 60)
+        .then(text.str.slice(0, 57) + pl.lit("..."))
+        .otherwise(text)
+    )
+    return (pl.lit("'") + short + pl.lit("'")).fill_null(pl.lit("(empty)"))
+
+
+def _dedupe_key(mapping: Mapping) -> pl.Expr:
+    """The text a row is deduplicated on (null when it has none, or is not to be sent)."""
+    f = mapping.filter
+    sendable = pl.col(REASON).is_null() & pl.col(SKIP).is_null()
+    if f.dedupe_payload:
+        return pl.when(sendable).then(pl.col(PAYLOAD))
+    if not f.dedupe:
+        return pl.lit(None, pl.String)
+    parts = [_text(source) for source in f.dedupe]
+    # Parts taken together: a separator no text holds, and a row without any part has no key.
+    key = pl.concat_str([p.fill_null("") for p in parts], separator="\x1f")
+    return pl.when(sendable & pl.any_horizontal(p.is_not_null() for p in parts)).then(key)
+
+
 def _with_reason(frame: pl.DataFrame, mapping: Mapping, now: datetime) -> pl.DataFrame:
-    """Add REASON (the first rule a row breaks, or null) and MESSAGE, worked out on invalid rows."""
+    """Add REASON (the first rule a row breaks, or null) and MESSAGE, worked out on invalid rows.
+
+    A skipped row gets no reason: it is not an event, so whether it would be valid is moot.
+    """
     rules = _rules(now)
 
     def explain(invalid: pl.DataFrame) -> pl.DataFrame:
@@ -540,7 +806,8 @@ def _with_reason(frame: pl.DataFrame, mapping: Mapping, now: datetime) -> pl.Dat
         invalid = invalid.with_columns(reason.alias(REASON))
         return invalid.with_columns(_message(mapping).alias(MESSAGE))
 
-    return per_subset(frame, pl.any_horizontal(c for c, _ in rules), explain)
+    broken = pl.any_horizontal(c for c, _ in rules) & pl.col(SKIP).is_null()
+    return per_subset(frame, broken, explain)
 
 
 def _rules(now: datetime) -> list[tuple[pl.Expr, Reason]]:
@@ -564,8 +831,8 @@ def _rules(now: datetime) -> list[tuple[pl.Expr, Reason]]:
 
 
 def _field_name(source: Source) -> str:
-    """How a message names a field: its column, or the mapping's constant."""
-    return f"column '{source.column}'" if source.column is not None else f"{source.where} constant"
+    """How a message names a field: its column (or columns and paths), or the constant."""
+    return f"column '{source.label}'" if source.column is not None else f"{source.where} constant"
 
 
 def _quoted(column: str) -> pl.Expr:
@@ -587,8 +854,10 @@ def _message(mapping: Mapping) -> pl.Expr:
         Reason.MISSING_EMBEDDABLE_ID: pl.lit(f"{_field_name(m.embeddable_id)} is empty"),
         Reason.MISSING_TIMESTAMP: pl.lit(f"{_field_name(m.timestamp)} is empty"),
         Reason.MISSING_CUSTOM_EVENT_NAME: pl.lit(f"{_field_name(m.event_name)} is empty"),
-        Reason.MISSING_IDENTIFIER_KEY: pl.lit(f"{_field_name(m.identifier_key)} is empty"),
-        Reason.MISSING_IDENTIFIER_VALUE: pl.lit(f"{_field_name(m.identifier_value)} is empty"),
+        Reason.MISSING_IDENTIFIER_KEY: _per_alternative(
+            m, lambda a: pl.lit(f"{_field_name(a.key)} is empty")
+        ),
+        Reason.MISSING_IDENTIFIER_VALUE: _empty_identifier(m),
         Reason.BAD_TIMESTAMP: pl.lit(f"{_field_name(m.timestamp)}: cannot read ")
         + _quoted(TS_TEXT)
         + pl.lit(" as a timestamp"),
@@ -600,9 +869,14 @@ def _message(mapping: Mapping) -> pl.Expr:
         + pl.lit(
             " is not snake_case" if m.snake_case == "reject" else " cannot be made snake_case"
         ),
-        Reason.BAD_IDENTIFIER_VALUE: pl.lit(f"{_field_name(m.identifier_value)}: ")
-        + _quoted(VALUE_TEXT)
-        + pl.lit(f" is not valid {m.identifier_type}"),
+        Reason.BAD_IDENTIFIER_VALUE: _per_alternative(
+            m,
+            lambda a: (
+                pl.lit(f"{_field_name(a.value)}: ")
+                + _quoted(VALUE_TEXT)
+                + pl.lit(f" is not valid {a.type}")
+            ),
+        ),
         Reason.BAD_METRIC: _bad_metric_message(m.metrics),
         Reason.BAD_PROPS: pl.lit(f"column '{m.json_column}': ")
         + _quoted(_in(m.json_column) if m.json_column else MALFORMED)
@@ -612,6 +886,24 @@ def _message(mapping: Mapping) -> pl.Expr:
     for reason, text in texts.items():
         expr = pl.when(pl.col(REASON) == reason.value).then(text).otherwise(expr)
     return expr
+
+
+def _per_alternative(mapping: Mapping, text: Callable[[Identifier], pl.Expr]) -> pl.Expr:
+    """A message about the identifier alternative each row uses."""
+    alternatives = mapping.identifiers()
+    expr = text(alternatives[0])
+    for i, alternative in enumerate(alternatives[1:], start=1):
+        expr = pl.when(pl.col(IDENTIFIER_ALT) == i).then(text(alternative)).otherwise(expr)
+    return expr
+
+
+def _empty_identifier(mapping: Mapping) -> pl.Expr:
+    """The message of a row without an identifier value: every alternative is empty."""
+    alternatives = mapping.identifiers()
+    if len(alternatives) == 1:
+        return pl.lit(f"{_field_name(alternatives[0].value)} is empty")
+    names = "; ".join(_field_name(a.value) for a in alternatives)
+    return pl.lit(f"every identifier alternative is empty ({names})")
 
 
 def _bad_metric_message(metrics: tuple[str, ...]) -> pl.Expr:
@@ -633,9 +925,8 @@ def _bad_metric_message(metrics: tuple[str, ...]) -> pl.Expr:
 def _with_body(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
     """Add PAYLOAD, the exact JSON body of each valid row."""
     frame = _with_props_text(frame, mapping)
-    ident_json = pl.col(IDENT)
-    if mapping.identifier_type == "string":
-        ident_json = json_literal(ident_json)  # JSON-stringified exactly once
+    # A string is JSON-stringified exactly once; a number's or JSON's text is sent as it is.
+    ident_json = pl.when(SENT_AS_STRING).then(json_literal(pl.col(IDENT))).otherwise(IDENT)
     frame = per_distinct(frame, [EMBEDDABLE_ID], lambda t: _with_literal(t, EMBEDDABLE_ID))
     frame = per_distinct(frame, [IDENTIFIER_KEY], lambda t: _with_literal(t, IDENTIFIER_KEY))
     # The body carries the identifier's JSON text and the props object as JSON strings.
@@ -643,7 +934,8 @@ def _with_body(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
         json_literal(ident_json).alias(f"{IDENT}__literal"),
         json_literal(pl.col(PROPS)).alias(f"{PROPS}__literal"),
     )
-    return frame.with_columns(pl.when(pl.col(REASON).is_null()).then(_body()).alias(PAYLOAD))
+    sendable = pl.col(REASON).is_null() & pl.col(SKIP).is_null()
+    return frame.with_columns(pl.when(sendable).then(_body()).alias(PAYLOAD))
 
 
 def _body() -> pl.Expr:
@@ -667,7 +959,7 @@ def _body() -> pl.Expr:
 
 def _repair_flags(mapping: Mapping) -> list[pl.Expr]:
     """One boolean column per repair kind, true on valid rows the tool had to change."""
-    valid = pl.col(REASON).is_null()
+    valid = pl.col(REASON).is_null() & pl.col(SKIP).is_null()
     renamed = pl.col(EVENT_NAME) != pl.col(NAME_TEXT)
     unwrapped = pl.col(UNWRAPPED) != pl.col(VALUE_TEXT)
     if mapping.identifier_type == "json":

@@ -17,10 +17,22 @@ from typing import TypeVar
 
 import polars as pl
 
+from backfill import sources
+from backfill.codes import Skip
+from backfill.dedupe import SeenKeys
 from backfill.errors import InputError, UsageError
 from backfill.inputs import LINE, ROW, InputFile, batches, export_columns, open_input, read_ahead
-from backfill.mapping import Mapping, check_columns
-from backfill.payloads import MESSAGE, REASON, build_payloads
+from backfill.mapping import Mapping
+from backfill.payloads import (
+    DEDUPE_KEY,
+    MESSAGE,
+    PAYLOAD,
+    REASON,
+    SKIP,
+    SKIP_MESSAGE,
+    SKIP_RULE,
+    build_payloads,
+)
 from backfill.report import ValidationReport
 from backfill.tables import TableWriter
 
@@ -55,9 +67,8 @@ def open_inputs(paths: Sequence[str], mapping: Mapping, fmt: str | None = None) 
     opened: list[InputFile] = []
     try:
         for path in paths:
-            inp = open_input(path, fmt)
-            opened.append(inp)
-            check_columns(mapping, path, inp.columns)
+            opened.append(open_input(path, fmt))
+        sources.resolve(mapping, opened)  # refuses a source no input has, before any row
     except BaseException:
         for inp in opened:
             inp.close()
@@ -100,21 +111,74 @@ def checked_batches(
     """Every row of every input, validated and turned into payloads, batch by batch.
 
     ``keep(source, row_numbers)`` picks the rows to go on with (a resumed run leaves out the
-    rows already done) before any work is spent on them.
+    rows already done) before any work is spent on them. With ``dedupe`` in the mapping the
+    rows done before are read too: their keys decide which later rows are duplicates, as
+    they did in the run that started.
     """
     now = datetime.now(UTC)
-    wanted = mapping.columns_used()
-    for inp in inputs:
+    resolved, plans = sources.resolve(mapping, inputs)
+    seen = SeenKeys() if resolved.filter.dedupe or resolved.filter.dedupe_payload else None
+    early = keep if seen is None else None
+    try:
+        for inp in inputs:
+            plan = plans[inp.name]
 
-        def check(rows: pl.DataFrame, source: str = inp.name) -> CheckedBatch:
-            return CheckedBatch(source, rows, build_payloads(rows, mapping, now, bodies))
+            def check(
+                rows: pl.DataFrame, source: str = inp.name, plan: sources.InputPlan = plan
+            ) -> CheckedBatch:
+                read = sources.add_sources(rows, plan)
+                return CheckedBatch(source, rows, build_payloads(read, resolved, now, bodies))
 
-        try:
-            yield from in_order(
-                check, _kept(read_ahead(batches(inp, wanted, batch_bytes)), inp.name, keep)
-            )
-        finally:
-            inp.close()
+            frames = _kept(read_ahead(batches(inp, plan.reads, batch_bytes)), inp.name, early)
+            try:
+                for batch in in_order(check, frames):
+                    if seen is not None:
+                        batch = _only(_deduped(batch, seen, _dedupe_label(resolved)), keep)
+                    if batch.checked.height:
+                        yield batch
+            finally:
+                inp.close()
+    finally:
+        if seen is not None:
+            seen.close()
+
+
+def _dedupe_label(mapping: Mapping) -> str:
+    """How a duplicate's message names the dedupe key."""
+    if mapping.filter.dedupe_payload:
+        return "payload"
+    return " + ".join(source.label for source in mapping.filter.dedupe)
+
+
+def _deduped(batch: CheckedBatch, seen: SeenKeys, label: str) -> CheckedBatch:
+    """A batch whose rows with a key seen on an earlier row are skipped as duplicates."""
+    checked = batch.checked
+    first = seen.first_seen(batch.source, checked[ROW], checked[DEDUPE_KEY])
+    duplicate = first.row.is_not_null()
+    if not duplicate.any():
+        return batch
+    earlier = pl.lit("row ") + first.row.cast(pl.String)
+    other = pl.lit(first.source) != pl.lit(batch.source)
+    earlier = pl.when(other).then(pl.lit(first.source) + pl.lit(" ") + earlier).otherwise(earlier)
+    dup = pl.lit(duplicate)
+    checked = checked.with_columns(
+        pl.when(dup).then(pl.lit(Skip.DUPLICATE.value)).otherwise(SKIP).alias(SKIP),
+        pl.when(dup).then(pl.lit("dedupe")).otherwise(SKIP_RULE).alias(SKIP_RULE),
+        pl.when(dup)
+        .then(pl.lit(f"same {label} as ") + earlier)
+        .otherwise(SKIP_MESSAGE)
+        .alias(SKIP_MESSAGE),
+        pl.when(dup).then(None).otherwise(PAYLOAD).alias(PAYLOAD),
+    )
+    return CheckedBatch(batch.source, batch.rows, checked)
+
+
+def _only(batch: CheckedBatch, keep: Callable[[str, pl.Series], pl.Series] | None) -> CheckedBatch:
+    """The rows of a checked batch that ``keep`` picks (all without one)."""
+    if keep is None:
+        return batch
+    mask = keep(batch.source, batch.checked[ROW])
+    return CheckedBatch(batch.source, batch.rows.filter(mask), batch.checked.filter(mask))
 
 
 def _kept(
@@ -211,7 +275,9 @@ def validate(
     """
     check_outputs([invalid_out], paths)
     inputs = open_inputs(paths, mapping, fmt)
-    report = ValidationReport(sources=list(paths))
+    report = ValidationReport(
+        sources=list(paths), alternatives=[a.describe() for a in mapping.identifiers()]
+    )
     writer: InvalidOut | None = None
     try:
         writer = InvalidOut(invalid_out, inputs) if invalid_out else None

@@ -22,7 +22,16 @@ import polars as pl
 from backfill.codes import Reason, Repair
 from backfill.errors import UsageError
 from backfill.inputs import ROW
-from backfill.payloads import EMBEDDABLE_ID, EVENT_NAME, MESSAGE, REASON, TIME
+from backfill.payloads import (
+    EMBEDDABLE_ID,
+    EVENT_NAME,
+    IDENTIFIER_ALT,
+    MESSAGE,
+    REASON,
+    SKIP,
+    SKIP_RULE,
+    TIME,
+)
 from backfill.tables import open_private
 
 EXAMPLES_PER_REASON = 5
@@ -66,19 +75,32 @@ class ValidationReport:
     last_time: datetime | None = None
     valid_per_day: Counter[str] = field(default_factory=Counter)
     example_messages: dict[str, list[str]] = field(default_factory=dict)  # as examples, in order
+    skipped_by_rule: Counter[str] = field(default_factory=Counter)
+    alternatives: list[str] = field(default_factory=list)  # [[identifier]] alternatives, described
+    by_alternative: Counter[int] = field(default_factory=Counter)  # valid rows per alternative
+
+    @property
+    def skipped(self) -> int:
+        """Rows that are not events to send (filtered out, or duplicates)."""
+        return sum(self.skipped_by_rule.values())
 
     @property
     def invalid(self) -> int:
         """Rows that break a rule."""
-        return self.rows - self.valid
+        return self.rows - self.valid - self.skipped
 
     def add(self, source: str, checked: pl.DataFrame) -> None:
         """Count one checked batch (the output of build_payloads)."""
         self.rows += checked.height
         # Only the columns counted are copied: a batch's payloads can be large.
-        counted = [EVENT_NAME, EMBEDDABLE_ID, TIME, *(r.value for r in Repair)]
-        valid = checked.select(REASON, *counted).filter(pl.col(REASON).is_null())
+        counted = [EVENT_NAME, EMBEDDABLE_ID, TIME, IDENTIFIER_ALT, *(r.value for r in Repair)]
+        kept = checked.select(REASON, SKIP, SKIP_RULE, *counted)
+        valid = kept.filter(pl.col(REASON).is_null() & pl.col(SKIP).is_null())
         self.valid += valid.height
+        for rule, count in kept[SKIP_RULE].drop_nulls().value_counts().iter_rows():
+            self.skipped_by_rule[rule] += count
+        for alternative, count in valid[IDENTIFIER_ALT].value_counts().iter_rows():
+            self.by_alternative[alternative] += count
         self._add_reasons(source, checked.filter(pl.col(REASON).is_not_null()))
         for repair in Repair:
             self.repairs[repair.value] += int(valid[repair.value].sum())
@@ -126,6 +148,11 @@ class ValidationReport:
             "valid": self.valid,
             "invalid": self.invalid,
             "invalid_by_reason": _ordered_reasons(self.invalid_by_reason),
+            "skipped": self.skipped,
+            "skipped_by_rule": _by_count(self.skipped_by_rule),
+            "identifier_alternatives": {
+                name: self.by_alternative[i] for i, name in enumerate(self.alternatives)
+            },
             "examples": self.examples,
             "repairs": {r.value: self.repairs[r.value] for r in Repair},
             "event_names": _by_count(self.event_names),
@@ -223,6 +250,16 @@ def render_text(data: dict[str, Any], style: Style = plain) -> str:
         f"Valid:      {style(f'{valid:,}', 'good')}",
         f"Invalid:    {style(f'{invalid:,}', 'bad' if invalid else 'good')}",
     ]
+    skipped = data.get("skipped", 0)
+    if skipped:
+        lines.append(f"Skipped:    {style(f'{skipped:,}', 'note')}  (not events to send)")
+        for rule, count in data["skipped_by_rule"].items():
+            lines.append(f"  {count:>9,}  {rule}")
+    if len(data.get("identifier_alternatives", {})) > 1:
+        lines.append("")
+        lines.append(style("Valid rows by identifier alternative:", "heading"))
+        for name, count in data["identifier_alternatives"].items():
+            lines.append(f"  {count:>9,}  {name}")
     if data["invalid_by_reason"]:
         lines.append("")
         lines.append(style("Invalid rows by reason:", "heading"))

@@ -106,9 +106,10 @@ def run_retry(run: RetryRun, on_progress: Progress = None) -> tuple[Summary, Exi
     if Path(run.results_path).exists() and source.samefile(run.results_path):
         raise UsageError(f"{run.results_path}: retry never writes over the results file it reads")
     _refuse_placeholders(run.mapping)
-    if Status.INVALID in run.statuses and run.mapping is None:
+    unsent = [s for s in (Status.INVALID, Status.SKIPPED) if s in run.statuses]
+    if unsent and run.mapping is None:
         raise UsageError(
-            "invalid rows were never sent and have no payload: give -m MAPPING INPUT... to"
+            f"{unsent[0]} rows were never sent and have no payload: give -m MAPPING INPUT... to"
             " rebuild them"
         )
     _check_outputs(run)
@@ -378,7 +379,7 @@ def exit_code(summary: Summary) -> ExitCode:
         return ExitCode.INTERRUPTED
     if summary.stopped:
         return ExitCode.ABORTED
-    if summary.rows == summary.by_status[Status.SENT]:
+    if summary.rows == summary.by_status[Status.SENT] + summary.by_status[Status.SKIPPED]:
         return ExitCode.OK
     return ExitCode.PROBLEMS
 

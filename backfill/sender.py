@@ -31,7 +31,15 @@ from backfill import __version__
 from backfill.codes import ANSWER_CUT_OFF, CONNECTION_ERROR, LAST_UNANSWERED, TIMEOUT, Status
 from backfill.errors import CredentialsError, ResultsWriteError
 from backfill.inputs import ROW
-from backfill.payloads import EMBEDDABLE_ID, IDENTIFIER_KEY, MESSAGE, PAYLOAD, REASON
+from backfill.payloads import (
+    EMBEDDABLE_ID,
+    IDENTIFIER_KEY,
+    MESSAGE,
+    PAYLOAD,
+    REASON,
+    SKIP,
+    SKIP_MESSAGE,
+)
 from backfill.pipeline import CheckedBatch
 from backfill.redact import redact, register
 from backfill.results import Record, ResultsWriter
@@ -145,10 +153,14 @@ Item = Job | Record  # what a run is fed: rows to send, and records already fina
 
 def items_of(batch: CheckedBatch) -> list[Item]:
     """A validated batch as jobs for its valid rows and records for its invalid ones."""
-    columns = batch.checked.select(ROW, REASON, MESSAGE, PAYLOAD, EMBEDDABLE_ID, IDENTIFIER_KEY)
+    columns = batch.checked.select(
+        ROW, REASON, MESSAGE, PAYLOAD, EMBEDDABLE_ID, IDENTIFIER_KEY, SKIP, SKIP_MESSAGE
+    )
     items: list[Item] = []
-    for row, reason, message, payload, emb, key in columns.iter_rows():
-        if reason is None:
+    for row, reason, message, payload, emb, key, skip, why in columns.iter_rows():
+        if skip is not None:
+            items.append(Record(batch.source, row, Status.SKIPPED, None, skip, why))
+        elif reason is None:
             items.append(Job(batch.source, row, payload, emb, key))
         else:
             items.append(Record(batch.source, row, Status.INVALID, None, reason, message))
@@ -385,7 +397,7 @@ class Sender:
                     f"{self.consecutive_failures} rows in a row failed after all retries:"
                     " the service looks down"
                 )
-        elif record.status != Status.INVALID:
+        elif record.status not in (Status.INVALID, Status.SKIPPED):  # those were never sent
             self.consecutive_failures = 0
         self._progress()
 

@@ -90,7 +90,7 @@ def test_report_json_is_the_same_data_as_the_text_and_the_send_summary(
     records = read_records(workdir / SAMPLE_RESULTS)
     assert data["by_status"] == {
         s: sum(r["status"] == s for r in records)
-        for s in ("sent", "not_found", "rejected", "failed", "invalid")
+        for s in ("sent", "not_found", "rejected", "failed", "invalid", "skipped")
     }
     assert data["by_error"] == dict(Counter(r["error"] for r in records if r["error"]))
     assert data["requests"] == sum(r["attempts"] for r in records)

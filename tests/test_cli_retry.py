@@ -18,7 +18,7 @@ Run = Callable[..., Result]
 Factory = Callable[..., Any]
 
 SEND = ("send", "events.csv", "-m", "mapping.toml", "-o", "r.jsonl")
-STATUSES = "sent, not_found, rejected, failed, invalid"
+STATUSES = "sent, not_found, rejected, failed, invalid, skipped"
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:

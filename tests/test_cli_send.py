@@ -381,6 +381,7 @@ def test_json_summary(
         "rejected": 0,
         "failed": 0,
         "invalid": 1,
+        "skipped": 0,
     }
     assert data["by_error"] == {"bad_event_name": 1}
     assert (data["requests"], data["retries"], data["stopped"]) == (3, 0, None)

@@ -217,11 +217,11 @@ def test_every_reason_and_repair_is_exercised(data: Path, write: Write, run: Run
             id="column-not-in-input",
         ),
         pytest.param(
-            ["valid.csv", "other.csv", "-m", "mapping.toml"],
-            {"other.csv": "a,b\n1,2\n"},
+            ["other.csv", "more.csv", "-m", "mapping.toml"],
+            {"other.csv": "a,b\n1,2\n", "more.csv": "a,c\n1,2\n"},
             "mapping.toml: fields.embeddable_id: column 'flow_id' is not in other.csv;"
             " its columns are: a, b",
-            id="column-not-in-second-input",
+            id="column-in-no-input",
         ),
         pytest.param(
             ["valid.csv", "nope.csv", "-m", "mapping.toml"],
@@ -670,3 +670,12 @@ def test_validate_and_dry_run_never_load_the_http_stack() -> None:
     args = [sys.executable, "-c", script, str(sample / "events.csv"), str(sample / "mapping.toml")]
     done = subprocess.run(args, capture_output=True, text=True, check=True)
     assert done.stdout == "[]\n"
+
+
+def test_a_column_one_input_lacks_reads_as_empty_there(data: Path, write: Write, run: Run) -> None:
+    # Several inputs (a directory of exports, say) need not all have every column.
+    write("other.csv", "occurred_at,event,key,email\n2024-03-01T12:00:00Z,signed_up,email,a@x.io\n")
+    result = run("validate", "valid.csv", "other.csv", "-m", "mapping.toml", "--json")
+    report = json.loads(result.output)
+    assert report["invalid_by_reason"] == {"missing_embeddable_id": 1}
+    assert report["examples"]["missing_embeddable_id"] == [{"source": "other.csv", "row": 1}]

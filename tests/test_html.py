@@ -126,6 +126,11 @@ def checked_batch(rows: list[tuple[str | None, str | None, str]]) -> pl.DataFram
             "embeddable_id": ["flow_1"] * len(rows),
             "event_name": ["signed_up"] * len(rows),
             "identifier_key": ["email"] * len(rows),
+            "identifier_alternative": [0] * len(rows),
+            "skip": pl.Series([None] * len(rows), dtype=pl.String),
+            "skip_rule": pl.Series([None] * len(rows), dtype=pl.String),
+            "skip_message": pl.Series([None] * len(rows), dtype=pl.String),
+            "dedupe_key": pl.Series([None] * len(rows), dtype=pl.String),
             "time": pl.Series([datetime.fromisoformat(t) for _, _, t in rows]).dt.replace_time_zone(
                 "UTC"
             ),

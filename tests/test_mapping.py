@@ -63,12 +63,13 @@ BAD_MAPPINGS = [
     # Unknown keys, with the closest known key when there is one.
     pytest.param(
         mapping_toml(tail="[prop]\nmetrics = []\n"),
-        "unknown key 'prop' (did you mean 'props'?); expected one of: fields, identifier, props",
+        "unknown key 'prop' (did you mean 'props'?);"
+        " expected one of: fields, identifier, props, filter",
         id="top-level-key-typo",
     ),
     pytest.param(
         mapping_toml(tail="[options]\n"),
-        "unknown key 'options'; expected one of: fields, identifier, props",
+        "unknown key 'options'; expected one of: fields, identifier, props, filter",
         id="top-level-key-unknown",
     ),
     pytest.param(
@@ -85,29 +86,29 @@ BAD_MAPPINGS = [
     pytest.param(
         mapping_toml(props={"metric": '["amount"]'}),
         "[props] unknown key 'metric' (did you mean 'metrics'?);"
-        " expected one of: metrics, dimensions, columns, json_column, rename",
+        " expected one of: metrics, dimensions, columns, json_column, rename, drop",
         id="props-key",
     ),
     pytest.param(
         mapping_toml(fields=ts('timezon = "UTC"')),
         "[fields.timestamp] unknown key 'timezon' (did you mean 'timezone'?);"
-        " expected one of: column, value, timezone, format",
+        " expected one of: column, path, value, timezone, format, unit",
         id="inline-timestamp-key",
     ),
     pytest.param(
         mapping_toml(identifier=ident_value('{ column = "email", typ = "number" }')),
         "[identifier.value] unknown key 'typ' (did you mean 'type'?);"
-        " expected one of: column, value, type, normalize",
+        " expected one of: column, path, value, type, normalize",
         id="inline-identifier-value-key",
     ),
     pytest.param(
         mapping_toml(identifier={"key": '{ value = "email", type = "string" }'}),
-        "[identifier.key] unknown key 'type'; expected one of: column, value",
+        "[identifier.key] unknown key 'type'; expected one of: column, path, value",
         id="inline-key-setting-of-another-field",
     ),
     pytest.param(
         mapping_toml(fields={"embeddable_id": '{ column = "flow_id", timezone = "UTC" }'}),
-        "[fields.embeddable_id] unknown key 'timezone'; expected one of: column, value",
+        "[fields.embeddable_id] unknown key 'timezone'; expected one of: column, path, value",
         id="inline-timezone-on-embeddable-id",
     ),
     # Missing or mistyped tables and fields.
@@ -148,13 +149,13 @@ BAD_MAPPINGS = [
         id="field-bare-int",
     ),
     pytest.param(
-        mapping_toml(fields={"custom_event_name": '["event"]'}),
-        "fields.custom_event_name must be a column name or a table, got array",
-        id="field-array",
+        mapping_toml(fields={"custom_event_name": "[5]"}),
+        "fields.custom_event_name must be a column name, a path or a list of them, got integer",
+        id="field-array-of-numbers",
     ),
     pytest.param(
         mapping_toml(fields={"embeddable_id": "{ column = 5 }"}),
-        "fields.embeddable_id.column must be a string, got integer",
+        "fields.embeddable_id must be a column name, a path or a list of them, got integer",
         id="column-not-a-string",
     ),
     pytest.param(
@@ -214,7 +215,7 @@ BAD_MAPPINGS = [
     ),
     pytest.param(
         mapping_toml(props={"json_column": "1"}),
-        "props.json_column must be a string, got integer",
+        "props.json_column must be a column name or a list of them",
         id="json-column-not-a-string",
     ),
     pytest.param(
@@ -230,17 +231,17 @@ BAD_MAPPINGS = [
     # Column or constant: exactly one, and not blank.
     pytest.param(
         mapping_toml(fields={"embeddable_id": '{ column = "flow_id", value = "flow_1" }'}),
-        "fields.embeddable_id needs exactly one of 'column' or 'value'",
+        "fields.embeddable_id needs exactly one of 'column', 'path' or 'value'",
         id="both-column-and-value",
     ),
     pytest.param(
         mapping_toml(fields={"embeddable_id": "{ }"}),
-        "fields.embeddable_id needs exactly one of 'column' or 'value'",
+        "fields.embeddable_id needs exactly one of 'column', 'path' or 'value'",
         id="neither-column-nor-value",
     ),
     pytest.param(
         mapping_toml(fields={"timestamp": '{ timezone = "UTC" }'}),
-        "fields.timestamp needs exactly one of 'column' or 'value'",
+        "fields.timestamp needs exactly one of 'column', 'path' or 'value'",
         id="settings-but-no-column",
     ),
     pytest.param(

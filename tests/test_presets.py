@@ -5,6 +5,7 @@ The exports are those of ``tests/data/exports``, each in its tool's documented s
 
 from __future__ import annotations
 
+import json
 import shutil
 import tomllib
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from backfill.cli import cli
 from backfill.errors import InputError
 from backfill.guess import PRESET_NAMES, PRESETS, guess_any, guess_mapping, read_sample
+from backfill.mapping import load_mapping
 from tests.conftest import Run, Write
 
 DATA = Path(__file__).parent / "data"
@@ -312,3 +314,131 @@ def test_other_exports_are_guessed_as_before(path: Path) -> None:
     assert guessed.preset is None
     assert guessed.heading().startswith("Guessed from ")
     assert guessed.text == guess_mapping(sample, columns, path.name, "mapping.toml").text
+
+
+# --- init through the command line: the mapping written loads and validates each export ---
+
+PRINTED = {
+    "mixpanel": """\
+  embeddable_id: REPLACE_WITH_EMBEDDABLE_ID (placeholder: Mixpanel exports carry none)
+  timestamp: properties.time (epoch seconds)
+  custom_event_name: event (renamed $mp_web_page_view -> page_viewed; prefix "$" stripped; \
+converted to snake_case)
+  identifier: email from properties.$email or properties.email, else user_id from \
+properties.$user_id (the first with a value in a row)
+  filter: exclude event $identify, $create_alias, $merge; dedupe on properties.$insert_id \
+(rows that are not events, or sent already)
+  props: json_column properties; 22 keys dropped (copied less personal data and bookkeeping)
+""",
+    "amplitude": """\
+  embeddable_id: REPLACE_WITH_EMBEDDABLE_ID (placeholder: Amplitude exports carry none)
+  timestamp: event_time (UTC without an offset)
+  custom_event_name: event_type (renamed [Amplitude] Page Viewed -> page_viewed; prefix \
+"[Amplitude] " stripped; converted to snake_case)
+  identifier: email from user_properties.email, else user_id from user_id (the first with \
+a value in a row)
+  filter: exclude event_type $identify, $groupidentify, session_start, session_end, \
+[Amplitude] Start Session, [Amplitude] End Session; dedupe on $insert_id (rows that are not \
+events, or sent already)
+  props: json_column event_properties, user_properties; 9 keys dropped (copied less personal \
+data and bookkeeping)
+""",
+    "segment": """\
+  embeddable_id: REPLACE_WITH_EMBEDDABLE_ID (placeholder: Segment exports carry none)
+  timestamp: timestamp (ISO 8601 in UTC)
+  custom_event_name: event (converted to snake_case)
+  identifier: email from context.traits.email or properties.email, else user_id from userId \
+(the first with a value in a row)
+  filter: include type track; dedupe on messageId (rows that are not events, or sent already)
+  props: json_column properties; 10 keys dropped (copied less personal data and bookkeeping)
+""",
+    "posthog": """\
+  embeddable_id: REPLACE_WITH_EMBEDDABLE_ID (placeholder: PostHog exports carry none)
+  timestamp: timestamp (ISO 8601)
+  custom_event_name: event (renamed $pageview -> page_viewed; renamed $pageleave -> page_left; \
+renamed $screen -> screen_viewed; prefix "$" stripped; converted to snake_case)
+  identifier: email from person.properties.email or properties.$set.email (the first with a \
+value in a row)
+  filter: exclude event $identify, $set, $create_alias, $merge_dangerously, $groupidentify, \
+$autocapture, $feature_flag_called; dedupe on uuid (rows that are not events, or sent already)
+  props: json_column properties; 21 keys dropped (copied less personal data and bookkeeping)
+""",
+    "ga4": """\
+  embeddable_id: REPLACE_WITH_EMBEDDABLE_ID (placeholder: GA4 exports carry none)
+  timestamp: event_timestamp (epoch microseconds)
+  custom_event_name: event_name (converted to snake_case)
+  identifier: user_id from user_id (the first with a value in a row)
+  filter: exclude event_name first_visit, first_open, session_start, user_engagement; dedupe \
+on user_pseudo_id + event_timestamp + event_name (rows that are not events, or sent already)
+  props: json_column event_params, user_properties; 11 keys dropped (copied less personal data \
+and bookkeeping)
+""",
+    "heap": """\
+  embeddable_id: REPLACE_WITH_EMBEDDABLE_ID (placeholder: Heap exports carry none)
+  timestamp: time (UTC without an offset)
+  custom_event_name: type (renamed pageview -> page_viewed; renamed submit -> form_submitted; \
+converted to snake_case)
+  identifier: email from identity (the first with a value in a row)
+  filter: exclude type session, click, change; dedupe on event_id (rows that are not events, \
+or sent already)
+  props: json_column properties; dimensions platform, device_type, country, browser; 9 keys \
+dropped (copied less personal data and bookkeeping)
+""",
+}
+PLACEHOLDER_WARNING = (
+    "warning: no column is named like an embeddable id: every row goes to the placeholder"
+    " 'REPLACE_WITH_EMBEDDABLE_ID' (validate accepts it); fill in fields.embeddable_id"
+    " before sending\n"
+)
+# (rows, valid, invalid, skipped) of each export under its preset's mapping, counted by hand
+# from the rows in expected.json: the presets filter and dedupe like the hand-written
+# mappings but send no metrics (so no bad_metric) and have no time window.
+PRESET_COUNTS = {
+    "mixpanel": (31, 21, 5, 5),  # 3 identity rows + 2 duplicates skipped; 4 without user, 1 name
+    "amplitude": (27, 19, 2, 6),  # 5 identify/session rows + 1 duplicate; 2 anonymous
+    "segment": (28, 17, 2, 9),  # 8 messages not track + 1 duplicate; 2 anonymous
+    "posthog": (27, 17, 3, 7),  # 6 excluded events + 1 duplicate; 3 without an email
+    "ga4": (28, 18, 3, 7),  # 6 GA4 bookkeeping events + 1 duplicate; 3 without user_id
+    "heap": (26, 17, 2, 7),  # 6 sessions/clicks/changes + 1 duplicate; 2 anonymous
+}
+
+
+@pytest.mark.parametrize("tool", RECOGNISED)
+def test_init_writes_each_tools_mapping_and_validate_runs_it(
+    tool: str, workdir: Path, run: Run
+) -> None:
+    name = export_here(tool, workdir)
+    result = run("init", name)
+    assert (result.exit_code, result.stderr) == (0, PLACEHOLDER_WARNING)
+    assert result.stdout == (
+        f"{RECOGNISED[tool][1]}\n{PRINTED[tool]}"
+        f"Wrote mapping.toml. Check it, then run: backfill validate {name} -m mapping.toml\n"
+    )
+    mapping = load_mapping("mapping.toml")
+    assert mapping.embeddable_id.value == "REPLACE_WITH_EMBEDDABLE_ID"
+    checked = run("validate", name, "-m", "mapping.toml", "--json")
+    report = json.loads(checked.stdout)
+    counts = (report["rows"], report["valid"], report["invalid"], report["skipped"])
+    assert counts == PRESET_COUNTS[tool]
+    assert checked.exit_code == 1  # every export has rows without a user
+
+
+@pytest.mark.parametrize("tool", RECOGNISED)
+def test_init_with_a_preset_says_it_was_asked_for(tool: str, workdir: Path, run: Run) -> None:
+    name = export_here(tool, workdir)
+    result = run("init", name, "--preset", tool)
+    assert result.exit_code == 0, result.stderr
+    title = PRESETS[tool].title
+    because = RECOGNISED[tool][1].split("): ", 1)[1]
+    first = result.stdout.splitlines()[0]
+    assert first.startswith(f"Preset {tool} ({title}) for {name} (")
+    assert first.endswith(f" sampled rows): {because}")
+    load_mapping("mapping.toml")
+
+
+def test_a_forced_preset_maps_an_export_it_would_not_recognise(write: Write, run: Run) -> None:
+    write("x.jsonl", MIXPANEL_LIKE)
+    result = run("init", "x.jsonl", "--preset", "mixpanel")
+    assert result.exit_code == 0, result.stderr
+    checked = run("validate", "x.jsonl", "-m", "mapping.toml", "--json")
+    assert (checked.exit_code, json.loads(checked.stdout)["valid"]) == (0, 2)
