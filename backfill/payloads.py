@@ -56,6 +56,7 @@ IDENT = "__ident"
 PROPS = "__props"
 BAD_METRIC = "__bad_metric"
 BAD_JSON = "__bad_json"
+BAD_SOURCE = "__bad_source"  # which json_column source is not an object, from 0
 BAD_NAME = "__bad_name"
 ASSUMED = Repair.TIMEZONE_ASSUMED.value
 
@@ -579,6 +580,8 @@ def _merged_in_python(
     """
     if "__json" not in frame.columns:  # validation only: no members were read
         frame = frame.with_columns(pl.lit(None, pl.String).alias("__json"))
+    if BAD_SOURCE not in frame.columns:
+        frame = frame.with_columns(pl.lit(0).alias(BAD_SOURCE))
     frame = frame.with_columns(wanted.alias("__merge"))
     if not frame["__merge"].any():
         return frame.drop("__merge")
@@ -589,20 +592,23 @@ def _merged_in_python(
         cells = table.select(_cell(c) for c in columns).rows()
         merged = [keep(row) for row in cells]
         return table.with_columns(
-            pl.Series("__py_bad", [bad for bad, _ in merged], dtype=pl.Boolean),
+            pl.Series("__py_bad", [bad for bad, _ in merged], dtype=pl.Int64),
             pl.Series("__py_json", [text for _, text in merged], dtype=pl.String),
         )
 
     picked = per_subset(frame, pl.col("__merge"), lambda t: per_distinct(t, inputs, stage), inputs)
     merge = pl.col("__merge")
     return picked.with_columns(
-        pl.when(merge).then("__py_bad").otherwise(BAD_JSON).alias(BAD_JSON),
+        pl.when(merge).then(pl.col("__py_bad").is_not_null()).otherwise(BAD_JSON).alias(BAD_JSON),
+        pl.when(merge).then("__py_bad").otherwise(pl.lit(0)).alias(BAD_SOURCE),
         pl.when(merge).then("__py_json").otherwise("__json").alias("__json"),
     ).drop("__merge", "__py_bad", "__py_json")
 
 
-def _json_merger(mapping: Mapping) -> Callable[[tuple[str | None, ...]], tuple[bool, str | None]]:
-    """A function from a row's JSON cells to (bad, the merged members' JSON text or None).
+def _json_merger(
+    mapping: Mapping,
+) -> Callable[[tuple[str | None, ...]], tuple[int | None, str | None]]:
+    """A function from a row's JSON cells to (the bad cell's index or None, merged members).
 
     An earlier source wins a key; a mapped props column wins over all (and the objects of
     metrics and dimensions keep their keys); dropped keys and JSON nulls are left out.
@@ -611,18 +617,18 @@ def _json_merger(mapping: Mapping) -> Callable[[tuple[str | None, ...]], tuple[b
     taken |= {k for k, kind in NESTED_PROPS.items() if getattr(mapping, kind)}
     dropped = set(mapping.drop)
 
-    def merge(cells: tuple[str | None, ...]) -> tuple[bool, str | None]:
+    def merge(cells: tuple[str | None, ...]) -> tuple[int | None, str | None]:
         merged: dict[str, Any] = {}
-        for cell in cells:
+        for index, cell in enumerate(cells):
             if cell is None:
                 continue
             found = json_object(cell)
             if found is None:
-                return True, None
+                return index, None
             for key, value in found.items():
                 if value is not None and key not in dropped and key not in taken:
                     merged.setdefault(key, value)
-        return False, compact_json(merged)[1:-1] or None
+        return None, compact_json(merged)[1:-1] or None
 
     return merge
 
@@ -878,9 +884,7 @@ def _message(mapping: Mapping) -> pl.Expr:
             ),
         ),
         Reason.BAD_METRIC: _bad_metric_message(m.metrics),
-        Reason.BAD_PROPS: pl.lit(f"column '{m.json_column}': ")
-        + _quoted(_in(m.json_column) if m.json_column else MALFORMED)
-        + pl.lit(" is not a JSON object"),
+        Reason.BAD_PROPS: _bad_props_message(m),
     }
     expr: pl.Expr = pl.lit(None, pl.String)
     for reason, text in texts.items():
@@ -904,6 +908,20 @@ def _empty_identifier(mapping: Mapping) -> pl.Expr:
         return pl.lit(f"{_field_name(alternatives[0].value)} is empty")
     names = "; ".join(_field_name(a.value) for a in alternatives)
     return pl.lit(f"every identifier alternative is empty ({names})")
+
+
+def _bad_props_message(mapping: Mapping) -> pl.Expr:
+    """The json_column source whose cell is not an object, with its value."""
+    expr: pl.Expr = pl.lit(None, pl.String)
+    for i, source in reversed(list(enumerate(mapping.json_sources()))):
+        assert source.column is not None
+        text = (
+            pl.lit(f"column '{source.label}': ")
+            + _quoted(_in(source.column))
+            + pl.lit(" is not a JSON object")
+        )
+        expr = pl.when(pl.col(BAD_SOURCE) == i).then(text).otherwise(expr)
+    return expr
 
 
 def _bad_metric_message(metrics: tuple[str, ...]) -> pl.Expr:

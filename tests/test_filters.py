@@ -261,3 +261,4 @@ drop = ["$user_id"]
         "coupon": "MAPPED",  # a mapped column wins over all
     }
     assert (records[1]["status"], records[1]["error"]) == ("invalid", "bad_props")
+    assert records[1]["message"] == "column 'properties': '[1]' is not a JSON object"
