@@ -9,7 +9,7 @@ import zoneinfo
 from collections.abc import Iterable, Sequence
 from collections.abc import Mapping as AnyMapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -319,8 +319,8 @@ def _filter(doc: dict[str, Any], name: str) -> Filter:
         exclude=_value_rules(table, "exclude", name),
         since=since,
         until=until,
-        since_text=table.get("since"),
-        until_text=table.get("until"),
+        since_text=None if since is None else str(table["since"]),
+        until_text=None if until is None else str(table["until"]),
         dedupe=tuple(_source({"dedupe": k}, "filter", "dedupe", name) for k in keys),
         dedupe_payload=payload,
     )
@@ -355,6 +355,8 @@ def _moment(table: dict[str, Any], key: str, name: str) -> datetime | None:
     text = table.get(key)
     if text is None:
         return None
+    if isinstance(text, date) and not isinstance(text, datetime):  # a bare TOML date
+        text = datetime(text.year, text.month, text.day)
     if isinstance(text, datetime | str):
         try:
             moment = text if isinstance(text, datetime) else datetime.fromisoformat(text)

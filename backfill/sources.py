@@ -59,7 +59,9 @@ def resolve(mapping: Mapping, inputs: Sequence[InputFile]) -> tuple[Mapping, dic
         if all(problems):
             raise problems[0]  # type: ignore[misc]
     plans = {inp.name: _plan(mapping, inp) for inp in inputs}
-    return replace(mapping, prop_keys=_prop_keys(mapping, inputs)), plans
+    resolved = replace(mapping, prop_keys=_prop_keys(mapping, inputs))
+    _check_prop_keys(resolved)
+    return resolved, plans
 
 
 def _plan(mapping: Mapping, inp: InputFile) -> InputPlan:
@@ -87,6 +89,19 @@ def _prop_keys(mapping: Mapping, inputs: Sequence[InputFile]) -> dict[str, str]:
         path = next((p for inp in inputs if (p := top_column(entry, inp.columns))), (entry,))
         keys[entry] = path[-1]
     return keys
+
+
+def _check_prop_keys(mapping: Mapping) -> None:
+    """Refuse two props entries sent under one key (paths ending in the same segment)."""
+    seen: dict[str, str] = {}
+    for entry in (*mapping.metrics, *mapping.dimensions, *mapping.columns):
+        key = mapping.prop_name(entry)
+        if key in seen:
+            raise MappingError(
+                f"{mapping.path}: props: '{seen[key]}' and '{entry}' would both be sent as"
+                f" '{key}': give one another name in props.rename"
+            )
+        seen[key] = entry
 
 
 def add_sources(batch: pl.DataFrame, plan: InputPlan) -> pl.DataFrame:

@@ -167,3 +167,24 @@ def test_an_explicit_path_reads_what_python_reads(
         expected = expected[key]
     [payload] = payloads([str(folder / "e.jsonl")], str(folder / "m.toml"))
     assert identifier(payload) == str(expected)
+
+
+def test_two_paths_ending_alike_need_a_rename(write: Write, run: Run) -> None:
+    jsonl(write, "e.jsonl", [{"event": "a", "time": 1, "email": "x", "a": {"n": 1}, "b": {"n": 2}}])
+    mapping(write, tail='[props]\nmetrics = ["a.n", "b.n"]\n')
+    result = run("validate", "e.jsonl", "-m", "m.toml")
+    assert (result.exit_code, result.output) == (
+        2,
+        "error: m.toml: props: 'a.n' and 'b.n' would both be sent as 'n': give one another"
+        " name in props.rename\n",
+    )
+    mapping(write, tail='[props]\nmetrics = ["a.n", "b.n"]\nrename = { "b.n" = "b_n" }\n')
+    assert run("validate", "e.jsonl", "-m", "m.toml").exit_code == 1  # time 1 is not a time
+
+
+def test_since_and_until_may_be_toml_dates(write: Write, run: Run) -> None:
+    rows = [{"event": "a", "time": t, "email": "x"} for t in (1577836799, 1577836800)]
+    jsonl(write, "e.jsonl", rows)
+    mapping(write, tail="[filter]\nsince = 2020-01-01\n")
+    report = json.loads(run("validate", "e.jsonl", "-m", "m.toml", "--json").output)
+    assert (report["valid"], report["skipped_by_rule"]) == (1, {"since": 1})
