@@ -17,7 +17,7 @@ from html import escape
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from backfill.codes import ENTRY_NOT_FOUND, Reason, Repair, Status
+from backfill.codes import ENTRY_NOT_FOUND, Reason, Repair, Skip, Status
 from backfill.errors import UsageError
 from backfill.report import OTHER, REPAIR_WORDS, TOP, keep_private
 from backfill.tables import open_private
@@ -33,13 +33,18 @@ SERIES_CLASS = {
     Status.REJECTED.value: "s-bad",
     Status.FAILED.value: "s-fail",
     Status.INVALID.value: "s-grey",
+    Status.SKIPPED.value: "s-skip",
 }
+# Skipped rows are not a failure: they are shown apart from invalid ones, in a neutral colour.
+SKIPPED_WORDS = "skipped (not events to send)"
+SKIPPED_ROWS = "skipped rows (not events to send)"
 STATUS_WORDS = {
     Status.SENT.value: "sent (200)",
     Status.NOT_FOUND.value: "not found (404)",
     Status.REJECTED.value: "rejected (other 4xx)",
     Status.FAILED.value: "failed (retries exhausted)",
     Status.INVALID.value: "invalid (never sent)",
+    Status.SKIPPED.value: SKIPPED_WORDS,
 }
 API_404 = (
     "A 404 <code>ENTRY_NOT_FOUND</code> means that no user entry matches the identifier for that"
@@ -65,7 +70,8 @@ section { margin: 28px 0; }
 .cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(140px, 1fr)); gap: 12px;
   margin: 20px 0; }
 .card { border: 1px solid var(--line); border-radius: 8px; padding: 10px 14px;
-  background: var(--panel); }
+  background: var(--panel); display: flex; flex-direction: column;
+  justify-content: space-between; }
 .card .label { color: var(--muted); font-size: 13px; }
 .card .value { font-size: 24px; font-weight: 600; font-variant-numeric: tabular-nums; }
 .card.good .value { color: var(--good); }
@@ -93,6 +99,7 @@ svg.chart .grid { stroke: #d1d9e0; stroke-width: 1; }
 .s-bad { fill: #cf222e; background: #cf222e; }
 .s-fail { fill: #8250df; background: #8250df; }
 .s-grey { fill: #8c959f; background: #8c959f; }
+.s-skip { fill: #54aeff; background: #54aeff; }
 .legend { display: flex; flex-wrap: wrap; gap: 14px; font-size: 13px; color: var(--muted);
   margin: 4px 0 0; padding: 0; list-style: none; }
 .legend .swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px;
@@ -138,25 +145,16 @@ def write_html(page: str, path: str) -> None:
 def validation_page(data: dict[str, Any]) -> str:
     """The validation report (ValidationReport.to_dict()) as a page."""
     sources = ", ".join(data["sources"])
-    invalid = data["invalid"]
-    cards = [
-        ("Rows read", _n(data["rows"]), ""),
-        ("Valid", _n(data["valid"]), "good"),
-        ("Invalid", _n(invalid), "bad" if invalid else "good"),
-        (
-            "Repairs",
-            _n(sum(data["repairs"].values())),
-            "warn" if any(data["repairs"].values()) else "",
-        ),
-    ]
     sections = [
-        _cards(cards),
+        _cards(_validation_cards(data)),
         _time_range(data.get("first_timestamp"), data.get("last_timestamp")),
         _section(
             "Valid rows per day (UTC)",
             _time_chart(_single(data.get("valid_per_day", {}), "valid"), ["valid"], "valid rows"),
         ),
         _section("Invalid rows by reason", _reasons(data)),
+        _skipped_rules(data.get("skipped_by_rule", {})),
+        _alternatives(data.get("identifier_alternatives", {})),
         _section("Repairs made", _repairs(data["repairs"])),
         _names(data["event_names"], data["embeddable_ids"], "valid rows"),
     ]
@@ -173,6 +171,7 @@ def results_page(data: dict[str, Any]) -> str:
         _section("Records per day of the payload timestamp (UTC)", _results_days(data)),
         _section("Results by status and error", _status_charts(data)),
         _section("Examples of each problem", _problem_examples(data)),
+        _skipped_examples(data),
         _names(data.get("event_names", {}), data.get("embeddable_ids", {}), "rows with a payload"),
     ]
     return _page("Results report", data["results"], sections)
@@ -238,6 +237,20 @@ def _stopped(why: str | None) -> str:
 # --- Validation sections ------------------------------------------------------------------
 
 
+def _validation_cards(data: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The headline counts of a validation: rows read, valid, invalid, skipped (if any), repairs."""
+    invalid, skipped = data["invalid"], data.get("skipped", 0)
+    repairs = data["repairs"].values()
+    cards = [
+        ("Rows read", _n(data["rows"]), ""),
+        ("Valid", _n(data["valid"]), "good"),
+        ("Invalid", _n(invalid), "bad" if invalid else "good"),
+    ]
+    if skipped:
+        cards.append((SKIPPED_WORDS.capitalize(), _n(skipped), ""))
+    return [*cards, ("Repairs", _n(sum(repairs)), "warn" if any(repairs) else "")]
+
+
 def _single(per_day: dict[str, int], series: str) -> dict[str, dict[str, int]]:
     """Counts per day as one series of a time chart."""
     return {day: {series: count} for day, count in per_day.items()}
@@ -264,6 +277,34 @@ def _reasons(data: dict[str, Any]) -> str:
     return chart + "<h3>Examples</h3>" + table
 
 
+def _skipped_rules(by_rule: dict[str, int]) -> str:
+    """The skipped rows by the rule that skipped them, or nothing when none was skipped."""
+    total = sum(by_rule.values())
+    if not total:
+        return ""
+    rows = [
+        [f"<code>{_e(rule)}</code>", _e(_n(count)), _e(_share(count, total))]
+        for rule, count in by_rule.items()
+    ]
+    table = _table(["Rule", "Rows", "Share"], rows, (60, 20, 20), numeric=(1, 2))
+    note = (
+        '<p class="note">The mapping\'s [filter] leaves these rows out: they are not invalid,'
+        " and <code>send</code> makes no request for them.</p>"
+    )
+    return _section(f"Rows {SKIPPED_WORDS}, by rule", table + note)
+
+
+def _alternatives(counts: dict[str, int]) -> str:
+    """Valid rows per [[identifier]] alternative, when the mapping has more than one."""
+    if len(counts) < 2:
+        return ""
+    total = sum(counts.values())
+    rows = [[_e(name), _e(_n(count)), _e(_share(count, total))] for name, count in counts.items()]
+    table = _table(["Alternative", "Valid rows", "Share"], rows, (60, 20, 20), numeric=(1, 2))
+    note = '<p class="note">Each row sends the first alternative that has a value in it.</p>'
+    return _section("Valid rows by identifier alternative", table + note)
+
+
 def _repairs(repairs: dict[str, int]) -> str:
     """The repairs made to valid rows."""
     rows = [[_e(_n(c)), _e(_repair_words(k))] for k, c in repairs.items() if c]
@@ -287,6 +328,9 @@ def _results_cards(data: dict[str, Any]) -> list[tuple[str, str, str]]:
     """The headline counts of a results file: rows by status, requests and retries."""
     cards = [("Rows", _n(data["rows"]), "")]
     for status, count in data["by_status"].items():
+        if status == Status.SKIPPED:
+            cards.append((SKIPPED_WORDS.capitalize(), _n(count), ""))
+            continue
         tone = "good" if status == Status.SENT else ("bad" if count else "")
         cards.append((status.replace("_", " ").capitalize(), _n(count), tone))
     ambiguous = data["ambiguous_retries"]
@@ -311,12 +355,12 @@ def _status_charts(data: dict[str, Any]) -> str:
 def _results_days(data: dict[str, Any]) -> str:
     """The records-per-day chart, stacked by status, or a note when there is nothing to show."""
     per_day = data.get("records_per_day", {})
-    invalid = data["by_status"].get(Status.INVALID.value, 0)
-    note = (
-        f'<p class="note">{_e(_n(invalid))} invalid rows have no payload, so no timestamp:'
+    without = (("invalid rows", Status.INVALID), (SKIPPED_ROWS, Status.SKIPPED))
+    note = "".join(
+        f'<p class="note">{_e(_n(count))} {_e(words)} have no payload, so no timestamp:'
         " they are not in this chart.</p>"
-        if invalid
-        else ""
+        for words, status in without
+        if (count := data["by_status"].get(status.value, 0))
     )
     if not any(day != OTHER for day in per_day):
         return '<p class="note">No record has a payload timestamp: there is no chart.</p>' + note
@@ -328,7 +372,10 @@ def _next_steps(data: dict[str, Any]) -> str:
     """The command that sends again what did not go through."""
     command = data.get("retry_command")
     if not command:
-        return '<div class="box good">Nothing to retry: every row was sent or is invalid.</div>'
+        return (
+            '<div class="box good">Nothing to retry: every row was sent, is invalid or was'
+            " skipped.</div>"
+        )
     results = data["results"]
     return (
         '<div class="box">Re-run what did not go through (the stored payloads of the'
@@ -377,27 +424,49 @@ def _not_found_table(entries: list[dict[str, Any]]) -> str:
     return table + (f'<p class="note">... and {_e(_n(more))} more</p>' if more > 0 else "")
 
 
-def _problem_examples(data: dict[str, Any]) -> str:
-    """The first records of each problem (commonest first) with file:row, identifier, message."""
+def _examples(data: dict[str, Any], skipped: bool) -> list[tuple[str, dict[str, Any]]]:
+    """(error, record) of the examples, commonest error first: the skipped ones or the others."""
     examples: dict[str, list[dict[str, Any]]] = data.get("examples", {})
     order = {error: i for i, error in enumerate(data["by_error"])}
+    return [
+        (problem, r)
+        for problem in sorted(examples, key=lambda p: order.get(p, len(order)))
+        for r in examples[problem]
+        if (r.get("status") == Status.SKIPPED) is skipped
+    ]
+
+
+def _problem_examples(data: dict[str, Any]) -> str:
+    """The first records of each problem (commonest first) with file:row, identifier, message."""
     rows = []
-    for problem in sorted(examples, key=lambda p: order.get(p, len(order))):
-        for r in examples[problem]:
-            who = f"{r['key']} = {r['value']}" if r.get("key") else ""
-            rows.append(
-                [
-                    f"<code>{_e(problem)}</code>",
-                    _e(r["status"]),
-                    _e(f"{r['source']}:{r['row']}"),
-                    _e(who),
-                    _e(r.get("message") or ""),
-                ]
-            )
+    for problem, r in _examples(data, skipped=False):
+        who = f"{r['key']} = {r['value']}" if r.get("key") else ""
+        rows.append(
+            [
+                f"<code>{_e(problem)}</code>",
+                _e(r["status"]),
+                _e(f"{r['source']}:{r['row']}"),
+                _e(who),
+                _e(r.get("message") or ""),
+            ]
+        )
     if not rows:
-        return '<p class="box good">No problems: every record is sent.</p>'
+        skipped = " or skipped" if data["by_status"].get(Status.SKIPPED.value) else ""
+        return f'<p class="box good">No problems: every record is sent{skipped}.</p>'
     heads = ["Problem", "Status", "Where", "Identifier", "Message"]
     return _table(heads, rows, (20, 10, 15, 20, 35))
+
+
+def _skipped_examples(data: dict[str, Any]) -> str:
+    """The first skipped records of each kind with file:row and the rule, apart from problems."""
+    rows = [
+        [f"<code>{_e(kind)}</code>", _e(f"{r['source']}:{r['row']}"), _e(r.get("message") or "")]
+        for kind, r in _examples(data, skipped=True)
+    ]
+    if not rows:
+        return ""
+    table = _table(["Why", "Where", "Message"], rows, (20, 25, 55))
+    return _section(f"Examples of rows {SKIPPED_WORDS}", table)
 
 
 # --- Shared pieces ------------------------------------------------------------------------
@@ -463,6 +532,8 @@ def _error_class(error: str) -> str:
     """The bar colour of an error code."""
     if error in {r.value for r in Reason}:
         return "s-grey"
+    if error in {s.value for s in Skip}:
+        return SERIES_CLASS[Status.SKIPPED.value]
     return "s-warn" if error == ENTRY_NOT_FOUND else "s-bad"
 
 

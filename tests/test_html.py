@@ -55,6 +55,62 @@ def counts(elements: list[dict[str, str]], key: str) -> dict[str, int]:
     return {e[f"data-{key}"]: int(e["data-count"]) for e in elements}
 
 
+def bar_classes(page: Elements, key: str) -> dict[str, str]:
+    """data-<key> of each bar of a bar chart -> the class (the colour) of its rect."""
+    classes, name = {}, None
+    for tag, attrs in page.tags:
+        if tag == "g" and attrs.get("class") == "bar":
+            name = attrs.get(f"data-{key}")
+        elif tag == "rect" and name is not None:
+            classes[name], name = attrs["class"], None
+    return classes
+
+
+class Page(HTMLParser):
+    """A page's headline cards as (label, value, tone) and the cell texts of its tables.
+
+    ``tables`` maps each section heading (h2) to the rows of the tables under it, head rows
+    included.
+    """
+
+    def __init__(self, page: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.cards: list[tuple[str, str, str]] = []
+        self.tables: dict[str, list[list[str]]] = {}
+        self.headings: list[str] = []
+        self._tone = ""
+        self._card = ""
+        self._text: list[str] | None = None
+        self.feed(page)
+        self.close()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag == "div" and a.get("class", "").split()[:1] == ["card"]:
+            self._tone = a["class"].removeprefix("card").strip()
+        elif tag == "div" and "data-card" in a:
+            self._card, self._text = a["data-card"], []
+        elif tag in ("h2", "td", "th"):
+            self._text = []
+        elif tag == "tr":
+            self.tables.setdefault(self.headings[-1], []).append([])
+
+    def handle_data(self, data: str) -> None:
+        if self._text is not None:
+            self._text.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if self._text is None or tag not in ("h2", "td", "th", "div"):
+            return  # a <code> inside a cell ends, not the cell
+        text, self._text = "".join(self._text), None
+        if tag == "h2":
+            self.headings.append(text)
+        elif tag == "div":
+            self.cards.append((self._card, text, self._tone))
+        else:
+            self.tables[self.headings[-1]][-1].append(text)
+
+
 # --- Masking identifier values --------------------------------------------------------------
 
 
@@ -280,6 +336,9 @@ def validation_data(**changes: Any) -> dict[str, Any]:
         "valid": 3,
         "invalid": 2,
         "invalid_by_reason": {"bad_timestamp": 1, "bad_event_name": 1},
+        "skipped": 0,
+        "skipped_by_rule": {},
+        "identifier_alternatives": {"key email, value email": 3},
         "examples": {
             "bad_timestamp": [{"source": "a.csv", "row": 2}],
             "bad_event_name": [{"source": "a.csv", "row": 4}],
@@ -380,6 +439,9 @@ def evil_validation() -> dict[str, Any]:
         repairs={EVIL: 1},
         event_names={EVIL: 3},
         embeddable_ids={EVIL: 3},
+        skipped=1,
+        skipped_by_rule={EVIL: 1},
+        identifier_alternatives={EVIL: 2, "key user_id, value id": 1},
         first_timestamp=EVIL,
         last_timestamp=EVIL,
         valid_per_day={EVIL: 1, "2024-01-01": 2},
@@ -402,7 +464,10 @@ def evil_results() -> dict[str, Any]:
         records_per_day={"2024-01-01": {EVIL: 1}, EVIL: {"sent": 1}},
         event_names={EVIL: 1},
         embeddable_ids={EVIL: 1},
-        examples={EVIL: [{**example, "value": EVIL}]},
+        examples={
+            EVIL: [{**example, "value": EVIL}],
+            "filtered": [{**example, "status": "skipped", "key": None, "value": None}],
+        },
     )
 
 
@@ -421,6 +486,19 @@ def test_every_value_is_escaped(page: Any) -> None:
     assert "<script" not in text.lower()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;&quot;&#x27;&gt;&lt;img" in text
     assert EVIL in " ".join(elements.text)  # shown as text, as it is
+
+
+def test_the_escaped_values_include_the_skipped_and_alternatives_tables() -> None:
+    validation = Page(html.validation_page(evil_validation()))
+    assert validation.tables["Rows skipped (not events to send), by rule"][1] == [
+        EVIL,
+        "1",
+        "100.0%",
+    ]
+    assert validation.tables["Valid rows by identifier alternative"][1] == [EVIL, "2", "66.7%"]
+    results = Page(html.results_page(evil_results()))
+    skipped = results.tables["Examples of rows skipped (not events to send)"]
+    assert skipped[1] == ["filtered", f"{EVIL}:1", EVIL]
 
 
 def test_the_page_is_self_contained() -> None:
@@ -475,3 +553,202 @@ def test_pages_of_nothing() -> None:
     none = html.results_page(Summary("r.jsonl").to_dict())
     assert "No record has a payload timestamp" in none and "Nothing to retry" in none
     assert "No row came back 404 ENTRY_NOT_FOUND." in none
+
+
+# --- Skipped rows and identifier alternatives -----------------------------------------------
+
+SKIPPED_SECTION = "Rows skipped (not events to send), by rule"
+ALTERNATIVES_SECTION = "Valid rows by identifier alternative"
+SKIPPED_EXAMPLES = "Examples of rows skipped (not events to send)"
+NO_PAYLOAD = "have no payload, so no timestamp: they are not in this chart."
+
+
+def skipping_validation() -> dict[str, Any]:
+    """Validation data of a mapping with a [filter] and two [[identifier]] alternatives."""
+    return validation_data(
+        rows=11,
+        skipped=6,
+        skipped_by_rule={"exclude event": 3, "since": 2, "dedupe": 1},
+        identifier_alternatives={
+            "key email, value context.traits.email or properties.email": 2,
+            "key user_id, value userId": 1,
+        },
+    )
+
+
+def test_skipped_rows_are_counted_apart_from_invalid_ones_by_rule() -> None:
+    batch = checked_batch(
+        [(None, None, "2024-03-01T12:00:00")] * 3
+        + [("bad_timestamp", "cannot read", "2024-03-01T12:00:00")]
+        + [(None, None, "2024-03-01T12:00:00")] * 3
+    )
+    skips = [None] * 4 + ["filtered", "filtered", "duplicate"]
+    rules = [None] * 4 + ["exclude event", "since", "dedupe"]
+    report = ValidationReport(
+        sources=["a.csv"], alternatives=["key email, value email", "key user_id, value id"]
+    )
+    report.add(
+        "a.csv",
+        batch.with_columns(
+            pl.Series("skip", skips, dtype=pl.String),
+            pl.Series("skip_rule", rules, dtype=pl.String),
+            pl.Series("identifier_alternative", [0, 1, 1, 0, 0, 0, 0]),
+        ),
+    )
+    data = report.to_dict()
+    assert (data["rows"], data["valid"], data["invalid"], data["skipped"]) == (7, 3, 1, 3)
+    assert data["skipped_by_rule"] == {"dedupe": 1, "exclude event": 1, "since": 1}
+    assert data["identifier_alternatives"] == {
+        "key email, value email": 1,
+        "key user_id, value id": 2,
+    }
+    page = Page(html.validation_page(data))
+    assert page.cards == [
+        ("Rows read", "7", ""),
+        ("Valid", "3", "good"),
+        ("Invalid", "1", "bad"),
+        ("Skipped (not events to send)", "3", ""),
+        ("Repairs", "0", ""),
+    ]
+    assert page.tables[SKIPPED_SECTION][1:] == [
+        ["dedupe", "1", "33.3%"],
+        ["exclude event", "1", "33.3%"],
+        ["since", "1", "33.3%"],
+    ]
+
+
+def test_validation_page_shows_skipped_rows_by_rule_in_a_neutral_tone() -> None:
+    text = html.validation_page(skipping_validation())
+    page = Page(text)
+    assert page.cards == [
+        ("Rows read", "11", ""),
+        ("Valid", "3", "good"),
+        ("Invalid", "2", "bad"),
+        ("Skipped (not events to send)", "6", ""),
+        ("Repairs", "1", "warn"),
+    ]
+    assert page.tables[SKIPPED_SECTION] == [
+        ["Rule", "Rows", "Share"],
+        ["exclude event", "3", "50.0%"],
+        ["since", "2", "33.3%"],
+        ["dedupe", "1", "16.7%"],
+    ]
+    # Skipped rows are not invalid: the reasons chart still counts the invalid rows only.
+    elements = Elements(text)
+    assert counts(elements.all("g", **{"class": "bar"}), "reason") == {
+        "bad_timestamp": 1,
+        "bad_event_name": 1,
+    }
+    assert "they are not invalid, and send makes no request for them." in "".join(elements.text)
+    headings = page.headings
+    assert headings.index("Invalid rows by reason") < headings.index(SKIPPED_SECTION)
+
+
+def test_validation_page_shows_identifier_alternatives_when_there_are_two_or_more() -> None:
+    page = Page(html.validation_page(skipping_validation()))
+    assert page.tables[ALTERNATIVES_SECTION] == [
+        ["Alternative", "Valid rows", "Share"],
+        ["key email, value context.traits.email or properties.email", "2", "66.7%"],
+        ["key user_id, value userId", "1", "33.3%"],
+    ]
+    one = Page(html.validation_page(validation_data()))
+    assert ALTERNATIVES_SECTION not in one.headings
+
+
+def test_validation_page_without_skipped_rows_is_as_before() -> None:
+    for data in (validation_data(), ValidationReport(sources=["h.csv"]).to_dict()):
+        text = html.validation_page(data)
+        page = Page(text)
+        assert [label for label, _, _ in page.cards] == [
+            "Rows read",
+            "Valid",
+            "Invalid",
+            "Repairs",
+        ]
+        assert SKIPPED_SECTION not in page.headings
+        assert ALTERNATIVES_SECTION not in page.headings
+        assert "skipped" not in text.lower()
+
+
+def skipping_results() -> dict[str, Any]:
+    """A results summary of a run whose mapping skipped three rows."""
+    summary = Summary("r.jsonl")
+    skipped = {"status": "skipped", "attempts": 0, "payload": None}
+    summary.add_records(
+        records_frame(
+            [
+                record(1, "sent"),
+                record(2, "invalid", error="bad_timestamp", message="cannot read", attempts=0),
+                record(3, **skipped, error="filtered", message="exclude event = '$identify'"),
+                record(4, **skipped, error="filtered", message="before since 2023-01-01"),
+                record(5, **skipped, error="duplicate", message="same messageId as row 1"),
+            ]
+        )
+    )
+    return summary.to_dict()
+
+
+def test_results_page_shows_skipped_rows_apart_in_a_neutral_colour() -> None:
+    data = skipping_results()
+    assert data["by_status"]["skipped"] == 3
+    assert data["by_error"] == {"filtered": 2, "bad_timestamp": 1, "duplicate": 1}
+    text = html.results_page(data)
+    page, elements = Page(text), Elements(text)
+    assert page.cards[:8] == [
+        ("Rows", "5", ""),
+        ("Sent", "1", "good"),
+        ("Not found", "0", ""),
+        ("Rejected", "0", ""),
+        ("Failed", "0", ""),
+        ("Invalid", "1", "bad"),
+        ("Skipped (not events to send)", "3", ""),
+        ("Requests", "1", ""),
+    ]
+    bars = [a for a in elements.all("g", **{"class": "bar"}) if "data-status" in a]
+    assert counts(bars, "status") == data["by_status"]
+    assert bar_classes(elements, "status")["skipped"] == "s-skip"
+    assert bar_classes(elements, "error") == {
+        "filtered": "s-skip",
+        "bad_timestamp": "s-grey",
+        "duplicate": "s-skip",
+    }
+    notes = " ".join(elements.text)
+    assert f"1 invalid rows {NO_PAYLOAD}" in notes
+    assert f"3 skipped rows (not events to send) {NO_PAYLOAD}" in notes
+    assert "Nothing to retry: every row was sent, is invalid or was skipped." in notes
+
+
+def test_results_page_gives_skipped_examples_apart_from_problems() -> None:
+    page = Page(html.results_page(skipping_results()))
+    assert page.tables["Examples of each problem"][1:] == [
+        ["bad_timestamp", "invalid", "a.csv:2", "", "cannot read"],
+    ]
+    assert page.tables[SKIPPED_EXAMPLES] == [
+        ["Why", "Where", "Message"],
+        ["filtered", "a.csv:3", "exclude event = '$identify'"],
+        ["filtered", "a.csv:4", "before since 2023-01-01"],
+        ["duplicate", "a.csv:5", "same messageId as row 1"],
+    ]
+    only_skipped = skipping_results()
+    only_skipped["examples"].pop("bad_timestamp")
+    assert "No problems: every record is sent or skipped." in html.results_page(only_skipped)
+
+
+def test_results_page_without_skipped_rows_is_as_before() -> None:
+    text = html.results_page(results_data())
+    page = Page(text)
+    assert ("Skipped (not events to send)", "0", "") in page.cards
+    assert SKIPPED_EXAMPLES not in page.headings
+    assert "skipped rows" not in text
+    none = html.results_page(Summary("r.jsonl").to_dict())
+    assert "No problems: every record is sent." in none
+
+
+def test_a_skipped_series_in_the_time_chart_is_drawn_and_named() -> None:
+    # Skipped records have no payload today; one that had would still draw, in its colour.
+    data = results_data(records_per_day={"2024-03-01": {"sent": 2, "skipped": 1}})
+    elements = Elements(html.results_page(data))
+    assert [(r["class"], r["data-count"]) for r in elements.all("rect", data_series="skipped")] == [
+        ("s-skip", "1")
+    ]
+    assert "skipped (not events to send): 1" in elements.text
