@@ -258,3 +258,175 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# --- Duplicates (bench/dedupe.py) and a JSON-text column (bench/validate.py) -------------------
+
+
+def event_id(index: int) -> str:
+    """The ``event_id`` that ``make_chunk`` gives the row with this global number."""
+    return f"evt_{(index * 0x9E3779B97F4B) & 0xFFFFFFFFFFFF:012x}"
+
+
+# A planted duplicate repeats the id of an earlier row: half the time one of the last NEAR_ROWS
+# rows (mostly the same read batch), otherwise any earlier row (mostly batches apart).
+NEAR_ROWS = 2_000
+# A duplicate this many rows or more after its original is counted as far apart (backfill
+# reads 8 MiB batches, about 75,000 rows of these files).
+FAR_ROWS = 100_000
+
+
+def write_events_with_duplicates(
+    path: Path | str,
+    rows: int,
+    *,
+    seed: int = 1,
+    invalid_rate: float = 0.01,
+    duplicate_rate: float = 0.1,
+    users: int = 50_000,
+    chunk_rows: int = 20_000,
+) -> tuple[Counter[str], dict[str, int]]:
+    """Like ``write_events``, with ``duplicate_rate`` of the rows repeating an earlier id.
+
+    Exactly ``round(rows * duplicate_rate)`` rows carry the ``event_id`` of an earlier row,
+    spread evenly through the file. Broken rows, duplicates and the rows they copy are kept
+    apart: a duplicate and its original are both valid, so a validator deduplicating on
+    ``event_id`` must skip exactly the planted count, whatever it does with invalid rows.
+    Returns the broken rows per reason and the duplicates' figures (count, far apart, the
+    largest distance).
+    """
+    rng = random.Random(seed)
+    emails = make_emails(rng, users)
+    extras = make_extras(rng)
+    planted: Counter[str] = Counter()
+    usable = bytearray(rows)  # 1: a valid row with its own id, which a duplicate may repeat
+    stats = {"duplicates": 0, "duplicates_far": 0, "duplicate_max_distance": 0}
+    r = rng.random
+    with Path(path).open("w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(COLUMNS)
+        for first in range(0, rows, chunk_rows):
+            n = min(chunk_rows, rows - first)
+            columns = make_chunk(rng, first, n, emails, extras)
+            broken = set(rng.sample(range(n), k=round(n * invalid_rate)))
+            for row in sorted(broken):
+                reason, column, value = rng.choice(BREAKAGES)
+                if reason == "bad_metric":
+                    columns["event"][row] = "checkout_completed"
+                columns[column][row] = value
+                planted[reason] += 1
+            want = round((first + n) * duplicate_rate) - round(first * duplicate_rate)
+            low = min(NEAR_ROWS, n) if first == 0 else 0  # the file's first rows have no past
+            candidates = [p for p in range(low, n) if p not in broken]
+            duplicates = sorted(rng.sample(candidates, k=min(want, len(candidates))))
+            taken = broken.union(duplicates)
+            for p in range(n):
+                if p not in taken:
+                    usable[first + p] = 1
+            for p in duplicates:
+                here = first + p
+                while True:
+                    if r() < 0.5:
+                        origin = here - 1 - int(r() * min(NEAR_ROWS, here))
+                    else:
+                        origin = int(r() * here)
+                    if usable[origin]:
+                        break
+                columns["event_id"][p] = event_id(origin)
+                distance = here - origin
+                stats["duplicates"] += 1
+                stats["duplicates_far"] += distance >= FAR_ROWS
+                stats["duplicate_max_distance"] = max(stats["duplicate_max_distance"], distance)
+            writer.writerows(zip(*(columns[name] for name in COLUMNS), strict=True))
+    return planted, stats
+
+
+def generated_with_duplicates(
+    path: Path, rows: int, *, invalid_rate: float = 0.01, duplicate_rate: float = 0.1
+) -> Path:
+    """The CSV at ``path`` from ``write_events_with_duplicates``, written now if missing.
+
+    Its ``.expected.json`` holds the usual counts (as validated without dedupe) plus
+    ``duplicates``, ``duplicates_far`` and ``duplicate_max_distance``.
+    """
+    if path.exists() and expected_path(path).exists():
+        return path
+    share = f"{duplicate_rate:.0%} duplicates"
+    print(f"generating {path.name} ({rows:,} rows, {share}) ...", flush=True)
+    started = time.perf_counter()
+    partial = path.with_name(path.name + ".partial")
+    planted, stats = write_events_with_duplicates(
+        partial, rows, invalid_rate=invalid_rate, duplicate_rate=duplicate_rate
+    )
+    partial.replace(path)
+    write_expected(path, rows, planted)
+    expected = json.loads(expected_path(path).read_text(encoding="utf-8"))
+    expected_path(path).write_text(json.dumps({**expected, **stats}, indent=2) + "\n", "utf-8")
+    print(f"  done in {time.perf_counter() - started:.1f} s", flush=True)
+    return path
+
+
+# The columns of a file whose time, event, email and amount sit in one JSON-text column.
+PROPERTIES_COLUMNS = ["event_id", "flow_id", "properties", "plan", "country", "coupon", "extra"]
+# Where each of them goes inside ``properties``.
+PROPERTIES_KEYS = {"occurred_at": "time", "event": "event", "email": "email", "amount": "amount"}
+
+
+def properties_cell(row: dict[str, str]) -> str:
+    """The JSON text of one row's ``properties``: the four cells, empty ones left out.
+
+    Epoch timestamps and amounts that are numbers become JSON numbers (as in Mixpanel's or
+    PostHog's exports); everything else stays a string, so each planted problem stays one.
+    """
+    properties: dict[str, object] = {}
+    for column, key in PROPERTIES_KEYS.items():
+        cell = row[column]
+        if cell == "":
+            continue
+        if column == "occurred_at" and cell.isdigit():
+            properties[key] = int(cell)
+        elif column == "amount":
+            try:
+                properties[key] = float(cell)
+            except ValueError:
+                properties[key] = cell
+        else:
+            properties[key] = cell
+    return json.dumps(properties, ensure_ascii=False)
+
+
+def write_properties_copy(source: Path, path: Path) -> int:
+    """Write ``source`` (a ``write_events`` file) again with ``properties`` for four columns.
+
+    Row for row the same events, so the validator's counts are the source's.
+    """
+    rows = 0
+    with (
+        source.open(encoding="utf-8", newline="") as inp,
+        path.open("w", encoding="utf-8", newline="") as out,
+    ):
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(PROPERTIES_COLUMNS)
+        for row in csv.DictReader(inp):
+            row["properties"] = properties_cell(row)
+            writer.writerow([row[name] for name in PROPERTIES_COLUMNS])
+            rows += 1
+    return rows
+
+
+def generated_properties_copy(source: Path, path: Path) -> Path:
+    """The JSON-text copy of ``source`` at ``path``, written now if missing or older."""
+    if (
+        path.exists()
+        and expected_path(path).exists()
+        and path.stat().st_mtime >= source.stat().st_mtime
+    ):
+        return path
+    print(f"writing {path.name} (JSON-text properties of {source.name}) ...", flush=True)
+    started = time.perf_counter()
+    partial = path.with_name(path.name + ".partial")
+    write_properties_copy(source, partial)
+    partial.replace(path)
+    expected_path(path).write_text(expected_path(source).read_text(encoding="utf-8"), "utf-8")
+    print(f"  done in {time.perf_counter() - started:.1f} s", flush=True)
+    return path

@@ -7,18 +7,30 @@ copies sample_data/mapping.toml beside them, then measures, each in its own chil
 (bench/measure.py):
 
     (a) backfill validate FILE -m MAPPING   on N rows, and on 5N rows (unless --skip-5m)
+    (d) backfill validate FILE_PROPS -m MAPPING_PROPS   on the same N events, right after (a)
     (b) polars.read_csv(FILE), all strings  on N rows: the floor of any Polars pipeline
     (c) bench/reference_validate.py          on N rows: the hand-written baseline
 
-and prints wall time, peak RSS and the ratios the project targets: validate/polars time <= 3,
-reference/validate time >= 10, validate RSS at 5N / at N <= 1.3 (memory must stay bounded).
-The validate and reference reports are checked against the rows the generator planted.
+FILE_PROPS (bench/out/events_<N>_props.csv) is FILE with its timestamp, event, email and
+amount in one JSON-text column, ``properties`` (``{"time": 1712913786, "event": ...}``), and
+MAPPING_PROPS the sample mapping reading them by path (``properties.time``, ...): (d) against
+(a) is what paths into JSON text cost over pre-flattened columns.
+
+It prints wall time, peak RSS and the ratios the project targets: validate/polars time <= 3,
+reference/validate time >= 10, validate RSS at 5N / at N <= 1.3 (memory must stay bounded),
+JSON-text paths / flat columns time <= 3. The validate and reference reports are checked
+against the rows the generator planted.
+
+The commands import backfill as the ``backfill`` entry point would (``python -P``: not from
+the current directory), so ``PYTHONPATH=/tmp/snap`` measures an exported commit; see
+bench/send.py, ``backfill_source``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 from collections.abc import Sequence
@@ -26,8 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gen_events import expected_path, generated, size_label
+from gen_events import expected_path, generated, generated_properties_copy, size_label
 from measure import CommandFailed, Measurement, best_of
+from send import backfill_source
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -35,6 +48,25 @@ OUT = BENCH / "out"
 SAMPLE_MAPPING = ROOT / "sample_data" / "mapping.toml"
 BIG_FACTOR = 5
 POLARS_READ = "import sys, polars as pl; pl.read_csv(sys.argv[1], infer_schema=False)"
+# The sample mapping with the four columns inside ``properties`` read by path (gen_events.py,
+# PROPERTIES_KEYS); the metric's props key is the path's last segment, renamed as before.
+PROPS_MAPPING = """\
+[fields]
+embeddable_id     = "flow_id"
+timestamp         = { column = "properties.time", timezone = "Europe/Berlin" }
+custom_event_name = { column = "properties.event", snake_case = "convert" }
+
+[identifier]
+key   = { value = "email" }
+value = { column = "properties.email", type = "string", normalize = "lowercase" }
+
+[props]
+metrics     = ["properties.amount"]
+dimensions  = ["plan", "country"]
+columns     = ["coupon"]
+json_column = "extra"
+rename      = { "properties.amount" = "order_amount" }
+"""
 
 
 @dataclass
@@ -55,6 +87,14 @@ def ensure_mapping() -> Path:
     path = OUT / "mapping.toml"
     shutil.copyfile(SAMPLE_MAPPING, path)
     return path
+
+
+def ensure_props(events: Path) -> tuple[Path, Path]:
+    """The JSON-text copy of ``events`` and the mapping that reads it, written if missing."""
+    props = generated_properties_copy(events, events.with_name(f"{events.stem}_props.csv"))
+    mapping = OUT / "mapping_props.toml"
+    mapping.write_text(PROPS_MAPPING, encoding="utf-8")
+    return props, mapping
 
 
 def warm_cache(path: Path) -> None:
@@ -117,6 +157,7 @@ def last_line(text: str) -> str:
 def validate_command(events: Path, mapping: Path, report: Path) -> list[str]:
     return [
         sys.executable,
+        "-P",  # backfill from sys.path as the entry point sees it, not from the cwd
         "-m",
         "backfill",
         "validate",
@@ -140,16 +181,27 @@ def run_validate(events: Path, mapping: Path, rows: int, repeat: int) -> Result:
     return run_checked(label, command, repeat=repeat, events=events, report=report)
 
 
+def run_validate_props(events: Path, mapping: Path, rows: int, repeat: int) -> Result:
+    report = OUT / f"validate_report_{size_label(rows)}_props.json"
+    command = validate_command(events, mapping, report)
+    label = f"(d) validate, JSON-text paths, {size_label(rows)}"
+    return run_checked(label, command, repeat=repeat, events=events, report=report)
+
+
 def run_all(rows: int, skip_big: bool, skip_validate: bool, repeat: int) -> dict[str, Result]:
     """Every measurement, keyed by what the ratios refer to; files are generated first."""
     mapping = ensure_mapping()
     small = ensure_events(rows)
     big = None if skip_big or skip_validate else ensure_events(rows * BIG_FACTOR)
+    props, props_mapping = (None, None) if skip_validate else ensure_props(small)
     n = size_label(rows)
     results = {}
     warm_cache(small)
     if not skip_validate:
         results["validate"] = run_validate(small, mapping, rows, repeat)
+    if props is not None and props_mapping is not None:
+        warm_cache(props)
+        results["validate_props"] = run_validate_props(props, props_mapping, rows, repeat)
     polars_read = [sys.executable, "-c", POLARS_READ, str(small)]
     results["polars"] = run_checked(
         f"(b) polars.read_csv, {n}", polars_read, repeat=repeat, events=small
@@ -195,18 +247,19 @@ RATIOS = [
     Ratio("validate / polars, time", "validate", "polars", "wall_s", True, 3),
     Ratio("reference / validate, time", "reference", "validate", "wall_s", False, 10),
     Ratio("validate 5x rows / 1x rows, RSS", "validate_big", "validate", "peak_rss_mib", True, 1.3),
+    Ratio("JSON-text paths / flat columns, time", "validate_props", "validate", "wall_s", True, 3),
 ]
 
 
 def print_table(results: dict[str, Result]) -> None:
     print()
-    print(f"  {'command':<30} {'wall s':>8} {'peak RSS MiB':>13}")
+    print(f"  {'command':<36} {'wall s':>8} {'peak RSS MiB':>13}")
     for result in results.values():
         if result.measurement is None:
-            print(f"  {result.label:<30} {'failed':>8}  {result.error}")
+            print(f"  {result.label:<36} {'failed':>8}  {result.error}")
             continue
         wall, rss = result.measurement
-        print(f"  {result.label:<30} {wall:8.2f} {rss:13.1f}  {result.note}")
+        print(f"  {result.label:<36} {wall:8.2f} {rss:13.1f}  {result.note}")
     print()
     for ratio in RATIOS:
         print(ratio.line(results))
@@ -229,6 +282,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
+    if not args.skip_validate:
+        print(f"backfill: {backfill_source(dict(os.environ))}", flush=True)
     results = run_all(args.rows, args.skip_5m, args.skip_validate, args.repeat)
     print_table(results)
     return 0 if all(result.measurement is not None for result in results.values()) else 1
