@@ -417,6 +417,13 @@ def _chosen_identifier(mapping: Mapping) -> list[pl.Expr]:
     sent; a row where none is takes the first, and is invalid for its empty value.
     """
     alternatives = mapping.identifiers()
+    if len(alternatives) == 1:
+        first = alternatives[0]
+        return [
+            pl.lit(0).alias(IDENTIFIER_ALT),
+            _text(first.key).alias(IDENTIFIER_KEY),
+            _text(first.value).alias(VALUE_TEXT),
+        ]
     values = [_text(a.value) for a in alternatives]
     chosen = pl.coalesce(
         [pl.when(v.is_not_null()).then(pl.lit(i)) for i, v in enumerate(values)] + [pl.lit(0)]
@@ -508,13 +515,9 @@ def _with_props(frame: pl.DataFrame, mapping: Mapping, members: bool) -> pl.Data
     m = mapping
     columns = [s.column for s in m.json_sources() if s.column is not None]
     if len(columns) == 1 and not m.drop:
-        frame = per_distinct(frame, [_in(columns[0])], _json_objects(columns[0], members))
         # Polars reads objects; lists of key/value pairs and JSON nulls are Python's to read.
-        cell = _cell(columns[0])
-        others = cell.str.starts_with("[")
-        if members:
-            others = others | cell.str.contains("null", literal=True)
-        frame = _merged_in_python(frame, m, columns, others.fill_null(False))
+        frame = per_distinct(frame, [_in(columns[0])], _json_objects(columns[0], members))
+        frame = _merged_in_python(frame, m, columns, pl.col("__merge"))
     else:
         frame = frame.with_columns(
             pl.lit(None, pl.String).alias("__json"), pl.lit(False).alias(BAD_JSON)
@@ -560,7 +563,16 @@ def _json_objects(column: str, members: bool) -> Callable[[pl.DataFrame], pl.Dat
         deep = pl.col(BAD_JSON) & _cell(column).str.starts_with("{")
         table = per_subset(table, deep, _python_members(column), [_in(column)])
         found = pl.col("__deep_members")
-        table = table.with_columns((pl.col(BAD_JSON) & found.is_null()).alias(BAD_JSON))
+        # Lists of key/value pairs and JSON nulls are merged in Python: marked here, on the
+        # distinct cells, rather than by passes over the whole batch.
+        cell = _cell(column)
+        python = cell.str.starts_with("[")
+        if members:
+            python = python | cell.str.contains("null", literal=True)
+        table = table.with_columns(
+            (pl.col(BAD_JSON) & found.is_null()).alias(BAD_JSON),
+            python.fill_null(False).alias("__merge"),
+        )
         if members:
             deep_inner = pl.when(found != "").then(found)
             table = table.with_columns(pl.coalesce("__json", deep_inner).alias("__json"))
@@ -748,6 +760,11 @@ def _with_filter(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
     """
     rules: list[tuple[pl.Expr, str, pl.Expr]] = []  # (skipped when, rule, message)
     f = mapping.filter
+    if not (f.include or f.exclude or f.since or f.until):
+        nothing = pl.lit(None, pl.String)
+        return frame.with_columns(
+            nothing.alias(SKIP), nothing.alias(SKIP_RULE), nothing.alias(SKIP_MESSAGE)
+        )
     for source, values in f.include:
         text = _text(source)
         why = pl.lit(f"include {source.label}: ") + _shown(text) + pl.lit(" is not listed")
