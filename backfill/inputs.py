@@ -19,13 +19,14 @@ import json
 import math
 import os
 import queue
+import re
 import sys
 import threading
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO, Literal, NamedTuple
 
 import polars as pl
 
@@ -43,6 +44,16 @@ NOT_JSON = "not valid JSON"
 RENAMED = {ROW: " ", MALFORMED: "  ", LINE: "   "}
 BATCH_BYTES = 8 << 20
 MAX_PENDING_BYTES = 8 * BATCH_BYTES  # a record longer than this is a quote gone wrong
+# A chunk of blank or tiny lines would be millions of rows, each as wide as the header: a
+# chunk holds at most this many lines and about this many cells (lines x columns).
+MAX_CHUNK_LINES = 1 << 18
+MAX_CHUNK_CELLS = 1 << 20
+# A header wider than this is read by the csv module: Polars' reader takes hundreds of MiB
+# for a chunk of 50,000 columns, and _all_plain's pattern, with a copy per field, passes
+# the regex engine's size limit at about 4,500.
+WIDE = 1_000
+# Possessive (++): a plain + keeps a way back for every line, a few hundred bytes each.
+BLANK_LINES = re.compile(rb"(?:\r?\n)++")
 JSONL_SAMPLE_LINES = 10_000
 BOM = b"\xef\xbb\xbf"
 GZIP_MAGIC = b"\x1f\x8b"
@@ -64,13 +75,23 @@ class InputFile:
     columns: list[str]
     stream: BinaryIO
     size: int | None = None  # bytes on disk; None for stdin
-    pending: bytes = b""  # data already read from the stream while looking at the header
+    # Data already read from the stream while looking at the header.
+    pending: bytearray = field(default_factory=bytearray)
     rows_read: int = field(default=0)
 
     def close(self) -> None:
         """Close the underlying stream (never stdin)."""
         if self.name != "-":
             self.stream.close()
+
+
+class Chunk(NamedTuple):
+    """Whole records of an input, or (``too_long``) a line too long to read, skipped."""
+
+    data: bytes
+    balanced: bool  # cut where the quotes are known to pair up: no need to count them again
+    too_long: bool = False
+    one_record: bool = False  # a record of more lines than a chunk may hold
 
 
 def frame_column(name: str) -> str:
@@ -161,15 +182,14 @@ def _open_delimited(
     name: str, fmt: Format, stream: BinaryIO, size: int | None, first: bytes
 ) -> InputFile:
     """Read the header record of a CSV/TSV input."""
-    buf = first
+    buf, eof = bytearray(first), False
     end = _first_record_end(buf)
-    while end < 0:
-        more = _read(stream, name, 0)
-        if not more:
-            end = len(buf)
-            break
-        buf += more
+    if end < 0:
+        eof = _grow(buf, lambda: _read(stream, name, 0), quoted=True)
         end = _first_record_end(buf)
+    if end < 0 and not eof:
+        raise InputError(f"{name}: the header row is longer than {_size(MAX_PENDING_BYTES)}")
+    end = len(buf) if end < 0 else end
     try:
         header_text = buf[:end].decode("utf-8")
     except UnicodeDecodeError:
@@ -194,79 +214,192 @@ def _column_names(name: str, header: list[str]) -> list[str]:
 
 def _open_jsonl(name: str, stream: BinaryIO, size: int | None, first: bytes) -> InputFile:
     """Learn a JSONL input's field names from the keys of its first lines."""
-    while first.count(b"\n") < JSONL_SAMPLE_LINES and len(first) < MAX_PENDING_BYTES:
+    buf, lines, eof = bytearray(first), first.count(b"\n"), False
+    while lines < JSONL_SAMPLE_LINES and len(buf) < MAX_PENDING_BYTES and not eof:
         more = _read(stream, name, 0)
-        if not more:
-            break
-        first += more
+        eof = not more
+        buf += more
+        lines += more.count(b"\n")
+    end = _line_limit(buf, JSONL_SAMPLE_LINES, len(buf))
+    if not eof:  # a line the last block cut short is not read (it may be one too long to)
+        end = buf.rfind(b"\n", 0, end) + 1
+    return InputFile(name, "jsonl", _keys(buf[:end]), stream, size, pending=buf)
+
+
+def _keys(sample: bytearray) -> list[str]:
+    """The keys of the JSON objects among the lines, in the order first seen."""
     keys: dict[str, None] = {}
-    for line in first.split(b"\n")[:JSONL_SAMPLE_LINES]:
+    for line in sample.split(b"\n"):
         try:
             record = json.loads(line)
         except (ValueError, RecursionError):  # too deep for Python: its row says so later
             continue
         if isinstance(record, dict):
             keys.update(dict.fromkeys(record))
-    return InputFile(name, "jsonl", list(keys), stream, size, pending=first)
+    return list(keys)
 
 
-def _first_record_end(buf: bytes) -> int:
+def _first_record_end(buf: bytes | bytearray, quoted: bool = True, odd: bool = False) -> int:
     """Index of the newline that ends the first whole record in buf, or -1.
 
-    A newline ends a record when the quotes before it are balanced; the parity is carried
-    from one candidate to the next so a block is scanned once, not once per line.
+    ``odd`` says a quote is open where buf starts. A newline inside quotes is passed by
+    going on after the quote that closes them, so a block is scanned once, not once per line.
     """
-    pos, parity, start = buf.find(b"\n"), 0, 0
-    while pos >= 0:
-        parity = (parity + buf.count(b'"', start, pos)) % 2
-        if parity == 0:
+    start = 0
+    while True:
+        if odd:
+            start = buf.find(b'"', start) + 1
+            if not start:
+                return -1
+        pos = buf.find(b"\n", start)
+        if pos < 0:
+            return -1
+        odd = quoted and buf.count(b'"', start, pos) % 2 == 1
+        if not odd:
             return pos
-        start, pos = pos, buf.find(b"\n", pos + 1)
-    return -1
+        start = pos
 
 
-def _last_record_end(buf: bytes, quoted: bool, limit: int) -> int:
+def _last_record_end(buf: bytes | bytearray, quoted: bool, limit: int) -> int:
     """Index of the newline that ends the last whole record in buf[:limit], or -1."""
     pos = buf.rfind(b"\n", 0, limit)
     if not quoted:
         return pos
     parity = buf.count(b'"', 0, pos) % 2 if pos >= 0 else 0
     while pos >= 0 and parity:
-        prev = buf.rfind(b"\n", 0, pos)
+        # The newlines after the last quote are inside quotes too: step back past it.
+        prev = buf.rfind(b"\n", 0, buf.rfind(b'"', 0, pos))
         parity = (parity + buf.count(b'"', prev + 1, pos)) % 2
         pos = prev
     return pos
 
 
-def _chunks(inp: InputFile, batch_bytes: int) -> Iterator[tuple[bytes, bool]]:
-    """Record-aligned byte chunks of at most about batch_bytes; the last may lack a newline.
+def _line_limit(buf: bytes | bytearray, lines: int, limit: int) -> int:
+    """The end of buf's first ``lines`` lines, or ``limit`` if it comes first.
 
-    Each comes with whether it was cut where its quotes are known to pair up, so that
-    they need not be counted again.
+    The lines are looked for in windows that double, then bisected: the search reads about
+    three times the bytes of the lines it finds, however short they are.
+    """
+    low, high, left = 0, min(limit, lines), lines  # a line holds at least its newline
+    while (inside := buf.count(b"\n", low, high)) < left:
+        if high >= limit:
+            return limit
+        low, high, left = high, min(limit, 2 * high), left - inside
+    # buf[:low] holds fewer than ``lines`` newlines (``left`` short), buf[:high] enough.
+    while high - low > 1:
+        middle = (low + high) // 2
+        inside = buf.count(b"\n", low, middle)
+        if inside >= left:
+            high = middle
+        else:
+            low, left = middle, left - inside
+    return high
+
+
+def _record_end(buf: bytearray, quoted: bool, batch_bytes: int, lines: int) -> tuple[int, bool]:
+    """The newline to cut buf at: the last record end in its first batch and ``lines`` lines.
+
+    When the first record is longer than a batch: the last record end in ``lines`` lines;
+    when it alone holds more lines, its own end, and True. -1 while it is not all read.
+    """
+    end = _last_record_end(buf, quoted, _line_limit(buf, lines, batch_bytes))
+    if end < 0:
+        end = _last_record_end(buf, quoted, _line_limit(buf, lines, len(buf)))
+    if end >= 0:
+        return end, False
+    end = _first_record_end(buf, quoted)
+    return end, end >= 0
+
+
+def _grow(buf: bytearray, read: Callable[[], bytes], quoted: bool) -> bool:
+    """Read on into buf up to a record end or MAX_PENDING_BYTES; True at the input's end.
+
+    Only the new block is searched, with the quote parity carried over, so that a long
+    record is read in linear time.
+    """
+    odd = quoted and buf.count(b'"') % 2 == 1
+    while len(buf) <= MAX_PENDING_BYTES:
+        more = read()
+        if not more:
+            return True
+        buf += more
+        if _first_record_end(more, quoted, odd) >= 0:
+            return False
+        odd ^= quoted and more.count(b'"') % 2 == 1
+    return False
+
+
+def _skip_line(buf: bytearray, read: Callable[[], bytes]) -> bool:
+    """Drop buf's first line, reading past its end a block at a time; True at the input's end.
+
+    The rest of the line is never held: only the block being searched for its end.
+    """
+    end = buf.find(b"\n")
+    while end < 0:
+        buf.clear()
+        more = read()
+        if not more:
+            return True
+        buf += more
+        end = buf.find(b"\n")
+    del buf[: end + 1]
+    return False
+
+
+def _chunks(inp: InputFile, batch_bytes: int, lines: int) -> Iterator[Chunk]:
+    """Record-aligned chunks of about batch_bytes and at most ``lines`` lines.
+
+    A chunk holds more only when it is one record; the last may lack a newline. A line
+    longer than MAX_PENDING_BYTES is not read: it comes as one ``too_long`` chunk.
     """
     quoted = inp.format != "jsonl"
-    buf, inp.pending = inp.pending, b""
+
+    def read() -> bytes:
+        return _read(inp.stream, inp.name, inp.rows_read, batch_bytes)
+
+    # A bytearray: appending to it and cutting chunks off its front copy nothing twice.
+    buf, inp.pending = inp.pending, bytearray()
     eof = False
     while buf or not eof:
         if not eof and len(buf) < batch_bytes:
-            more = _read(inp.stream, inp.name, inp.rows_read, batch_bytes)
-            eof, buf = not more, buf + more
+            more = read()
+            eof = not more
+            buf += more
             continue
-        end = _last_record_end(buf, quoted, batch_bytes)
-        if end < 0:
-            end = _last_record_end(buf, quoted, len(buf))  # one record longer than a batch
+        if quoted and (blank := BLANK_LINES.match(buf)):
+            del buf[: blank.end()]  # blank lines between CSV records are no records
+            continue
+        end, one_record = _record_end(buf, quoted, batch_bytes, lines)
         balanced = quoted and end >= 0
-        if end < 0 and len(buf) > MAX_PENDING_BYTES:
+        if end < 0 and (len(buf) > MAX_PENDING_BYTES or (eof and quoted and buf.count(b'"') % 2)):
             # A quote that never closes would make the whole rest of the file one record:
-            # cut anyway; the odd quote count marks the chunk for recovery.
-            end = buf.rfind(b"\n")
+            # cut anyway at a line end; the odd quote count marks the chunk for recovery.
+            end, one_record = buf.rfind(b"\n", 0, _line_limit(buf, lines, len(buf))), False
+            if end < 0 and not eof:
+                # One line past the limit. Its end is the next newline, whatever its quotes
+                # (for CSV too): a quote this far back has gone wrong, so its count says
+                # nothing, and the lines after are read as records as after any open quote.
+                yield Chunk(b"", False, too_long=True)
+                eof = _skip_line(buf, read)
+                continue
         if end < 0 and not eof:
-            more = _read(inp.stream, inp.name, inp.rows_read, batch_bytes)
-            eof, buf = not more, buf + more
+            eof = _grow(buf, read, quoted)
             continue
-        cut = len(buf) if end < 0 else end + 1
-        yield buf[:cut], balanced
-        buf = buf[cut:]
+        yield _cut(buf, len(buf) if end < 0 else end + 1, balanced, one_record)
+
+
+def _cut(buf: bytearray, size: int, balanced: bool, one_record: bool) -> Chunk:
+    """The first ``size`` bytes of buf as a chunk, taken off its front (copied once, not twice)."""
+    with memoryview(buf) as view:
+        chunk = Chunk(bytes(view[:size]), balanced, one_record=one_record)
+    del buf[:size]
+    return chunk
+
+
+def _chunk_lines(inp: InputFile) -> int:
+    """The most lines a chunk of this input may hold: about MAX_CHUNK_CELLS cells of CSV."""
+    width = 1 if inp.format == "jsonl" else len(inp.columns)  # JSONL keeps only a few columns
+    return max(1, min(MAX_CHUNK_LINES, MAX_CHUNK_CELLS // width))
 
 
 def batches(
@@ -280,16 +413,36 @@ def batches(
     if any(not c.strip() for c in columns):
         raise ValueError("a column name cannot be blank")
     number = 0  # records so far (CSV) or lines so far (JSONL)
-    for chunk, balanced in _chunks(inp, batch_bytes or BATCH_BYTES):
-        if inp.format == "jsonl":
-            frame = _jsonl_frame(chunk, number, columns)
-            number += chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
+    for chunk in _chunks(inp, batch_bytes or BATCH_BYTES, _chunk_lines(inp)):
+        if chunk.too_long:
+            frame = _not_read(inp, columns, number + 1)
+            number += 1
+        elif inp.format == "jsonl":
+            frame = _jsonl_frame(chunk.data, number, columns)
+            number += chunk.data.count(b"\n") + (0 if chunk.data.endswith(b"\n") else 1)
         else:
-            frame = _delimited_frame(chunk, inp, number, balanced)
+            frame = _delimited_frame(chunk.data, inp, number, chunk.balanced, chunk.one_record)
             number += frame.height
         inp.rows_read += frame.height
         if frame.height:
             yield frame
+
+
+def _not_read(inp: InputFile, columns: Sequence[str], row: int) -> pl.DataFrame:
+    """The one malformed row of a line too long to read, with no values."""
+    jsonl = inp.format == "jsonl"
+    names = [frame_column(c) for c in (columns if jsonl else inp.columns)]
+    message = f"{'line' if jsonl else 'record'} longer than {_size(MAX_PENDING_BYTES)}: not read"
+    schema = {ROW: pl.Int64, MALFORMED: pl.String, **dict.fromkeys(names, pl.String)}
+    if jsonl:
+        schema[LINE] = pl.String
+    row_values = {ROW: [row], MALFORMED: [message]}
+    return pl.DataFrame({n: row_values.get(n, [None]) for n in schema}, schema=schema)
+
+
+def _size(size: int) -> str:
+    """A size limit as a user reads it: 64 MiB."""
+    return f"{size >> 20} MiB" if size % (1 << 20) == 0 else f"{size:,} bytes"
 
 
 def read_ahead(frames: Iterator[pl.DataFrame], depth: int = 1) -> Iterator[pl.DataFrame]:
@@ -378,11 +531,15 @@ def _field_counts(lines: pl.Series, frame: pl.DataFrame, sep: str) -> pl.Series:
 
 
 def _delimited_frame(
-    chunk: bytes, inp: InputFile, rows_before: int, balanced: bool = False
+    chunk: bytes, inp: InputFile, rows_before: int, balanced: bool = False, one_record: bool = False
 ) -> pl.DataFrame:
     """Parse a CSV/TSV chunk with Polars, falling back to the csv module for broken chunks."""
     if not balanced and chunk.count(b'"') % 2:
         return _unterminated(chunk, inp, rows_before)
+    if len(inp.columns) > WIDE or one_record:
+        # Polars' reader costs some KiB a column for each piece it splits a chunk into; and
+        # one record of that many lines is not a chunk to check line by line.
+        return _delimited_slow(chunk, inp, rows_before)
     sep = SEPARATORS[inp.format]
     try:
         lines = _raw_lines(chunk)
@@ -402,15 +559,15 @@ def _delimited_frame(
         return _delimited_slow(chunk, inp, rows_before)  # a quoted field spans lines
     frame.columns = [frame_column(c) for c in inp.columns]
     if _all_plain(lines, frame, sep):
-        frame = frame.with_columns(pl.lit(None, pl.String).alias(MALFORMED))
+        malformed = pl.repeat(None, frame.height, dtype=pl.String, eager=True)
     elif _quotes_well_formed(lines, sep):
-        frame = frame.with_columns(_ragged(lines, frame, sep).alias(MALFORMED))
+        malformed = _ragged(lines, frame, sep)
     else:
         return _delimited_slow(chunk, inp, rows_before)  # read stray quotes one way only
     blank = lines.str.len_bytes() == 0
     if blank.any():
-        frame = frame.filter(~blank)
-    return _number(frame, rows_before)
+        frame, malformed = frame.filter(~blank), malformed.filter(~blank)
+    return _number(frame, malformed, rows_before)
 
 
 def _all_plain(lines: pl.Series, frame: pl.DataFrame, sep: str) -> bool:
@@ -431,14 +588,12 @@ def _all_plain(lines: pl.Series, frame: pl.DataFrame, sep: str) -> bool:
     return bool(lines.filter(~plain).str.contains(record).all())
 
 
-def _ragged(lines: pl.Series, frame: pl.DataFrame, sep: str) -> pl.Expr:
+def _ragged(lines: pl.Series, frame: pl.DataFrame, sep: str) -> pl.Series:
     """A message for each record without the header's number of fields, else null."""
     fields = _field_counts(lines, frame, sep)
     expected = frame.width
-    if not (fields != expected).any():
-        return pl.lit(None, pl.String)
     message = pl.format("expected {} fields, found {}", pl.lit(expected), fields)
-    return pl.when(fields != expected).then(message)
+    return pl.select(pl.when(fields != expected).then(message)).to_series()
 
 
 def _quotes_well_formed(lines: pl.Series, sep: str) -> bool:
@@ -488,15 +643,20 @@ def _unterminated(chunk: bytes, inp: InputFile, rows_before: int) -> pl.DataFram
     return pl.concat([f for f in (head, bad, tail) if f is not None])
 
 
-def _number(frame: pl.DataFrame, rows_before: int) -> pl.DataFrame:
-    """Put the 1-based row number first."""
-    rows = pl.int_range(rows_before + 1, rows_before + 1 + pl.len(), dtype=pl.Int64)
-    return frame.select(rows.alias(ROW), pl.col(MALFORMED), pl.all().exclude(MALFORMED))
+def _number(frame: pl.DataFrame, malformed: pl.Series, rows_before: int) -> pl.DataFrame:
+    """The frame, with the 1-based row number and the malformed message put first.
+
+    In place, not by a query: a query, or a new frame, costs something for every column.
+    """
+    rows = pl.int_range(rows_before + 1, rows_before + 1 + frame.height, eager=True)
+    frame.insert_column(0, malformed.alias(MALFORMED))
+    return frame.insert_column(0, rows.cast(pl.Int64).alias(ROW))
 
 
 def _delimited_slow(chunk: bytes, inp: InputFile, rows_before: int) -> pl.DataFrame:
     """Parse a chunk record by record with the csv module (bad bytes, stray quotes, newlines)."""
     text = chunk.decode("utf-8", errors="surrogateescape")
+    utf8 = not _has_bad_bytes(text)  # then no value is checked or cleaned one by one
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=SEPARATORS[inp.format])
     expected = len(inp.columns)
     rows: list[list[str]] = []
@@ -514,19 +674,21 @@ def _delimited_slow(chunk: bytes, inp: InputFile, rows_before: int) -> pl.DataFr
             break
         if not record:
             continue  # a blank line is not a record
-        problems.append(_record_problem(record, expected))
-        rows.append([_clean(v) for v in (record + [""] * expected)[:expected]])
+        problems.append(_record_problem(record, expected, utf8))
+        cells = (record + [""] * expected)[:expected]
+        rows.append(cells if utf8 else [_clean(v) for v in cells])
     columns = [frame_column(c) for c in inp.columns]
-    frame = pl.DataFrame(rows, schema=columns, orient="row") if rows else _empty(columns)
-    frame = frame.with_columns(pl.Series(MALFORMED, problems, dtype=pl.String))
-    return _number(frame, rows_before)
+    # Column by column: a frame built row by row costs many times more for a wide header.
+    values = zip(*rows, strict=True) if rows else ([] for _ in columns)
+    frame = pl.DataFrame([pl.Series(c, v, pl.String) for c, v in zip(columns, values, strict=True)])
+    return _number(frame, pl.Series(MALFORMED, problems, dtype=pl.String), rows_before)
 
 
-def _record_problem(record: list[str], expected: int) -> str | None:
+def _record_problem(record: list[str], expected: int, utf8: bool) -> str | None:
     """Why a parsed record cannot be used, or None."""
     if len(record) != expected:
         return f"expected {expected} fields, found {len(record)}"
-    if any(_has_bad_bytes(v) for v in record):
+    if not utf8 and any(_has_bad_bytes(v) for v in record):
         return "not valid UTF-8"
     return None
 
@@ -543,11 +705,6 @@ def _has_bad_bytes(value: str) -> bool:
 def _clean(value: str) -> str:
     """A value that Polars can hold: undecodable bytes become U+FFFD."""
     return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
-def _empty(columns: Sequence[str]) -> pl.DataFrame:
-    """A frame with no rows and the given text columns."""
-    return pl.DataFrame(schema={c: pl.String for c in columns})
 
 
 def _decode_lines(chunk: bytes) -> tuple[str, list[int]]:
