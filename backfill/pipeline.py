@@ -21,7 +21,16 @@ from backfill import sources
 from backfill.codes import Skip
 from backfill.dedupe import SeenKeys
 from backfill.errors import InputError, UsageError
-from backfill.inputs import LINE, ROW, InputFile, batches, export_columns, open_input, read_ahead
+from backfill.inputs import (
+    LINE,
+    ROW,
+    WIDE,
+    InputFile,
+    batches,
+    export_columns,
+    open_input,
+    read_ahead,
+)
 from backfill.mapping import Mapping
 from backfill.payloads import (
     DEDUPE_KEY,
@@ -38,6 +47,7 @@ from backfill.tables import TableWriter
 
 INVALID_OUT_FIRST = ["source", "row", "reason", "message"]
 VALIDATING_AT_ONCE = 2  # batches validated side by side (and so held in memory at once)
+WIDE_BATCH_BYTES = 4 << 20  # a wide input's rows are read as Python strings first: fewer at once
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -129,9 +139,16 @@ def checked_batches(
                 read = sources.add_sources(rows, plan)
                 return CheckedBatch(source, rows, build_payloads(read, resolved, now, bodies))
 
-            frames = _kept(read_ahead(batches(inp, plan.reads, batch_bytes)), inp.name, early)
+            # A batch of a very wide input costs tens of MiB however few its rows: one batch
+            # at a time, no read-ahead, keeps its memory as low as a narrow input's.
+            wide = len(inp.columns) > WIDE
+            size = min(batch_bytes or WIDE_BATCH_BYTES, WIDE_BATCH_BYTES) if wide else batch_bytes
+            frames: Iterator[pl.DataFrame] = batches(inp, plan.reads, size)
+            if not wide:
+                frames = read_ahead(frames)
+            frames = _kept(frames, inp.name, early)
             try:
-                for batch in in_order(check, frames):
+                for batch in in_order(check, frames, 1 if wide else VALIDATING_AT_ONCE):
                     if seen is not None:
                         batch = _only(_deduped(batch, seen, _dedupe_label(resolved)), keep)
                     if batch.checked.height:
