@@ -214,10 +214,13 @@ def _with_time(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
     local = naive_any.dt.replace_time_zone(
         mapping.timezone, ambiguous="earliest", non_existent="null"
     )
+    # Epoch numbers are read on their own rows only: the unit by digits costs several passes.
+    unit = mapping.timestamp_unit
+    read_epoch = _adding(_epoch(text, pl.col("__is_epoch"), unit).alias("__epoch"))
+    frame = per_subset(frame, pl.col("__is_epoch"), read_epoch, [TS_TEXT, "__is_epoch"])
     frame = frame.with_columns(
         aware_utc.dt.replace_time_zone("UTC").alias("__aware_utc"),
         local.dt.convert_time_zone("UTC").alias("__local_utc"),
-        _epoch(text, pl.col("__is_epoch"), mapping.timestamp_unit).alias("__epoch"),
     )
     frame = frame.with_columns(
         pl.coalesce("__aware_utc", "__epoch", "__local_utc").alias(TIME),
