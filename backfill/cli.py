@@ -660,8 +660,18 @@ def sandbox(
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["csv", "tsv", "jsonl"]),
-    help="Input format, needed for stdin (-); overrides the file extension.",
+    type=click.Choice(FORMAT_CHOICES),
+    metavar="FORMAT",
+    help="Input format (csv, tsv, jsonl, json or parquet), needed for stdin (-); overrides"
+    " the file extension.",
+)
+@click.option(
+    "--delimiter",
+    help='CSV delimiter: one character, or "\\t" for tab; default sniffed from the header.',
+)
+@click.option(
+    "--encoding",
+    help="Text encoding of a CSV input (utf-8, cp1252, latin-1, utf-16, ...); default sniffed.",
 )
 @click.option(
     "--sample",
@@ -681,27 +691,45 @@ def sandbox(
 )
 @reports_errors
 def init(
-    input_path: str, output: str, fmt: str | None, sample_rows: int, force: bool, preset: str | None
+    input_path: str,
+    output: str,
+    fmt: str | None,
+    delimiter: str | None,
+    encoding: str | None,
+    sample_rows: int,
+    force: bool,
+    preset: str | None,
 ) -> None:
     """Guess a mapping file from the first rows of an export, each guess commented.
 
-    Exports of Mixpanel (raw export), Amplitude (export API), Segment (S3 archive),
-    PostHog (events), GA4 (BigQuery) and Heap are recognised by their columns: init says
-    which tool and why, and writes that tool's mapping (--preset forces one). Anything
-    else is guessed column by column. Prints each guess and why it was made. Columns for
-    the embeddable id or the event name that cannot be found get a placeholder to fill in
-    (and a warning); without a timestamp or a user identifier column nothing is written
-    (exit 2).
+    Exports of Mixpanel (raw export), Amplitude (export API), Segment (S3
+    archive), PostHog (events), GA4 (BigQuery) and Heap are recognised by their
+    columns: init says which tool and why, and writes that tool's mapping
+    (--preset forces one). Anything else is guessed column by column. Prints
+    each guess and why it was made. Columns for the embeddable id or the event
+    name that cannot be found get a placeholder to fill in (and a warning);
+    without a timestamp or a user identifier column nothing is written (exit 2).
+
+    A CSV's delimiter, encoding and decimal commas are sniffed and written to the
+    mapping's [input] table when they are not the defaults. A directory, a zip
+    archive or a bucket prefix is guessed from its first export in name order.
 
     \b
     Example:
       backfill init events.csv -o mapping.toml
       backfill init mixpanel_export.jsonl --preset mixpanel
+      backfill init amplitude_export.zip
       backfill validate events.csv -m mapping.toml
     """
     from backfill import guess  # here, not at the top: the other commands never need it
 
-    guessed = guess.init(input_path, output, fmt, force, sample_rows, preset)
+    if delimiter is not None:
+        delimiter = check_delimiter("\t" if delimiter == "\\t" else delimiter, "--delimiter")
+    if encoding is not None:
+        check_encoding(encoding, "--encoding")
+    guessed = guess.init(
+        input_path, output, fmt, force, sample_rows, preset, delimiter=delimiter, encoding=encoding
+    )
     click.echo(guessed.heading())
     for line in guessed.guesses:
         click.echo(f"  {line.line()}")

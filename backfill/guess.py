@@ -1,14 +1,16 @@
 """Guess a mapping file from a sample of an export: the core of ``backfill init``.
 
 The first rows of the input (``SAMPLE_ROWS`` at most, read with ``backfill.inputs`` so every
-input format works) are profiled column by column with Polars expressions. Timestamps and
+input kind works; a directory, archive or prefix by its first export in name order) are
+profiled column by column with Polars expressions. Timestamps and
 event names are tried with the very rules ``validate`` applies (``build_payloads`` on the
 sample), so a guess never relies on a parser of its own. Each field is chosen by its column
 name first, then by how many of its values fit:
 
-- timestamp: the column whose values read as timestamps (ISO 8601, epoch seconds or
-  milliseconds, or a common day/month format); none: refused, nothing is written, since a
-  constant time would silently date every event the same.
+- timestamp: a column of native timestamps (Parquet), else the column whose values read as
+  timestamps (ISO 8601, epoch seconds or milliseconds, or a common day/month format); none:
+  refused, nothing is written, since a constant time would silently date every event the
+  same.
 - identifier: a column of email addresses (key ``{ value = "email" }``), else a column named
   like a user id (key ``{ value = "<column>" }``); none: refused, as for the timestamp.
 - embeddable id, event name: a column named for them (or, for event names, values that look
@@ -17,6 +19,13 @@ name first, then by how many of its values fit:
   ``validate`` flags every row until it is filled in.
 - props: numbers are metrics, text with few distinct values that repeat are dimensions, and
   a column of JSON objects is the json_column; the other columns are listed, not sent.
+
+A Parquet struct column is guessed key by key, as paths (``user.email``). A delimited
+input's dialect is sniffed first: its encoding from its first bytes (UTF-8, else UTF-16 by
+its byte order mark, else cp1252, else latin-1), its delimiter from its header (the commonest
+of ``,`` ``;`` tab ``|``), which read the sample; then decimal commas from the sample's
+numbers (12,50; 1.234,50). What was sniffed is printed, and written to an ``[input]`` table
+when it is not what the reader assumes anyway.
 
 Exports of the common analytics tools (Mixpanel, Amplitude, Segment, PostHog, GA4, Heap)
 are recognised first, by their telltale columns and the keys nested in them; a recognised
@@ -30,23 +39,40 @@ writes a mapping that the tool itself would refuse.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import dataclasses
+import io
 import json
 import os
 import re
 import tempfile
 import textwrap
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, BinaryIO, cast
 
 import polars as pl
 import polars.selectors as cs
 
 from backfill.codes import Reason, Repair
 from backfill.errors import InputError, MappingError, UsageError
-from backfill.inputs import MALFORMED, InputFile, batches, frame_column, open_input
+from backfill.inputs import (
+    BOM,
+    GZIP_MAGIC,
+    MALFORMED,
+    SEPARATORS,
+    Dialect,
+    batches,
+    format_of_name,
+    frame_column,
+    open_input,
+    parquet_types,
+    sniff_delimiter,
+)
+from backfill.locate import Located, locate
 from backfill.mapping import Mapping, Source, check_columns, load_mapping
 from backfill.payloads import CONVERTIBLE_NAME, JSON_NUMBER, REASON, build_payloads
 from backfill.pipeline import check_outputs
@@ -58,8 +84,6 @@ MAX_DIMENSION_VALUES = 50
 EMBEDDABLE_PLACEHOLDER = "REPLACE_WITH_EMBEDDABLE_ID"
 EVENT_NAME_PLACEHOLDER = "REPLACE_WITH_EVENT_NAME"
 DEFAULT_OUTPUT = "mapping.toml"
-# Delimiters other than the file's that a one-column header may hold, as a message names them.
-OTHER_DELIMITERS = {";": "';'", "\t": "tabs", "|": "'|'"}
 
 EMAIL = r'^[\\"]*[^@\s"\\]+@[^@\s"\\]+\.[^@\s"\\]+[\\"]*$'
 WORDY = r"[ _\-./]|[a-z][A-Z]"  # a name of several words: "Signed Up", "signedUp", "sign_up"
@@ -225,7 +249,7 @@ class Guess:
 class Guessed:
     """What ``init`` found in the sample: the mapping text, the guesses and the warnings."""
 
-    source: str
+    source: str  # the input as given: a file, a directory, an archive
     rows: int
     text: str = ""
     guesses: list[Guess] = field(default_factory=list)
@@ -233,18 +257,33 @@ class Guessed:
     preset: str | None = None  # the tool's preset the mapping was built from
     recognised: Recognised | None = None  # why the export was taken for that tool's
     forced: bool = False  # the preset was asked for, not recognised
+    sampled: str = ""  # the input the rows come from, when not the source itself
+    note: str = ""  # which of the source's inputs that is: 'the first of 3 files in x/'
+    dialect: Sniffed | None = None  # a delimited input's dialect, and why
 
     def heading(self) -> str:
         """What the guesses were made from: 'Guessed from 300 sampled rows of events.csv:'."""
         rows = _count(self.rows, "sampled row")
+        name = self.sampled or self.source
         if self.recognised is None:
-            return f"Guessed from {rows} of {self.source}:"
+            return f"Guessed from {rows} of {name}{f' ({self.note})' if self.note else ''}:"
         found = self.recognised
+        rows += f"; {self.note}" if self.note else ""
         if self.forced:
-            head = f"Preset {found.preset.name} ({found.preset.title}) for {self.source} ({rows})"
+            head = f"Preset {found.preset.name} ({found.preset.title}) for {name} ({rows})"
         else:
-            head = f"Recognised {found.preset.title} in {self.source} ({rows})"
+            head = f"Recognised {found.preset.title} in {name} ({rows})"
         return f"{head}: {found.because()}"
+
+    def header(self, verb: str) -> list[str]:
+        """The mapping file's first comments: what it was made from."""
+        lines = [
+            _comment(f"Mapping for {self.source}, {verb} by `backfill init` from")
+            + f" {_count(self.rows, 'sampled row')}."
+        ]
+        if self.note:
+            lines.append(_comment(f"The rows are those of {self.sampled}, {self.note}."))
+        return lines
 
 
 @dataclass
@@ -262,6 +301,8 @@ class Choices:
     dimensions: list[str] = field(default_factory=list)
     json_column: str | None = None
     unsent: list[str] = field(default_factory=list)
+    native_time: bool = False  # the timestamp column holds native timestamps (Parquet)
+    decimal_comma: bool = False  # metrics are written with decimal commas
 
 
 def init(
@@ -271,79 +312,162 @@ def init(
     force: bool = False,
     sample_rows: int = SAMPLE_ROWS,
     preset: str | None = None,
+    delimiter: str | None = None,
+    encoding: str | None = None,
 ) -> Guessed:
     """Guess a mapping for an input and write it to ``output``; refused if it exists.
 
-    ``preset`` (one of PRESET_NAMES) takes that tool's mapping without recognising it.
+    ``preset`` (one of PRESET_NAMES) takes that tool's mapping without recognising it;
+    ``delimiter`` and ``encoding`` are taken as given instead of sniffed.
     """
     check_outputs([output], [source])
+    _refuse_output_inside(output, source)
     if Path(output).exists() and not force:
         raise UsageError(f"{output} already exists; give --force to write over it")
-    frame, columns = read_sample(source, fmt, sample_rows)
-    guessed = guess_any(frame, columns, source, output, preset)
-    write_mapping(guessed.text, output, source, columns, force)
+    sample = read_sample(source, fmt, sample_rows, delimiter, encoding)
+    _refuse_one_column(sample)
+    guessed = guess_any(sample, source, output, preset)
+    write_mapping(guessed.text, output, sample.name, sample.columns, force)
     return guessed
 
 
-def guess_any(
-    sample: pl.DataFrame,
-    columns: Sequence[str],
-    source: str,
-    output: str,
-    preset: str | None = None,
-) -> Guessed:
-    """A known tool's mapping when the export is one (or ``preset`` says so), else a guess."""
-    shape = Shape(sample, tuple(usable(columns)))
-    found = forced_preset(shape, preset, source) if preset else recognise(shape)
+def _refuse_output_inside(output: str, source: str) -> None:
+    """Refuse a mapping written among the exports of a directory: it would be read as one."""
+    if source == "-" or not Path(source).is_dir():
+        return
+    try:
+        inside = Path(output).resolve().relative_to(Path(source).resolve())
+    except ValueError:
+        return
+    if not any(part.startswith((".", "_")) for part in inside.parts):
+        raise UsageError(
+            f"{output}: is inside the input directory {source}, where validate would read it"
+            " as an export; write it elsewhere"
+        )
+
+
+def guess_any(sample: Sample, source: str, output: str, preset: str | None = None) -> Guessed:
+    """A known tool's mapping when the export is one (or ``preset`` says so), else a guess.
+
+    ``source`` is the input as given (a file, a directory, an archive): the mapping's
+    comments name it in the validate command to run.
+    """
+    shape = Shape(sample.frame, tuple(c for c in usable(sample.columns) if c in sample.read))
+    found = forced_preset(shape, preset, sample.name) if preset else recognise(shape)
     if found is None:
-        return guess_mapping(sample, columns, source, output)
-    return preset_mapping(found, shape, source, output, forced=preset is not None)
+        return guess_mapping(sample, source, output)
+    return preset_mapping(found, shape, sample, source, output, forced=preset is not None)
 
 
-def read_sample(source: str, fmt: str | None, rows: int) -> tuple[pl.DataFrame, list[str]]:
-    """The first readable rows of an input (``rows`` at most, as text), and all its columns."""
-    inp = open_input(source, fmt)
+@dataclass
+class Sample:
+    """The first rows of an export, as text, and what init learnt of it on the way."""
+
+    frame: pl.DataFrame  # the sampled rows (readable ones), plus a column per struct key
+    columns: list[str]  # the input's own columns (or top-level keys)
+    name: str  # the input sampled: a file, an archive member, an object
+    note: str = ""  # which of several inputs it is: 'the first of 3 files in exports/'
+    dialect: Sniffed | None = None  # a delimited input's dialect, and why
+    read: list[str] = field(default_factory=list)  # the columns the reader gives as text
+    times: list[str] = field(default_factory=list)  # columns of native timestamps (Parquet)
+    paths: dict[str, list[str]] = field(default_factory=dict)  # struct column -> key paths
+
+    def candidates(self) -> list[str]:
+        """The columns a field may take: a struct column's key paths stand in for it."""
+        found: list[str] = []
+        for column in usable(self.columns):
+            if column in self.paths:
+                found += self.paths[column]
+            elif column in self.read:
+                found.append(column)
+        return found
+
+
+def read_sample(
+    source: str,
+    fmt: str | None = None,
+    rows: int = SAMPLE_ROWS,
+    delimiter: str | None = None,
+    encoding: str | None = None,
+) -> Sample:
+    """The first readable rows of an input (``rows`` at most, as text), and its columns.
+
+    A directory, an archive or a prefix is sampled in its first export in name order. A
+    delimited input's encoding and delimiter are sniffed from its first bytes (unless
+    given), then its decimal commas from the rows read with them.
+    """
+    delimiter = None if delimiter == "auto" else delimiter
+    units = locate(source)
+    unit = units[0]
+    note = _first_of(source, units)
+    kind = format_of_name(unit.name, fmt)
+    delimited = kind in ("csv", "tsv")
+    dialect = None
+    if delimited:
+        unit, dialect = _sniffed_unit(unit, kind or "csv", delimiter, encoding)
+    elif delimiter is not None or encoding is not None:
+        given = GIVEN.format("encoding") if encoding else ""
+        dialect = Sniffed(
+            delimiter, GIVEN.format("delimiter"), encoding or "utf-8", given, delimited=False
+        )
+    inp = open_input(unit, fmt, _reader_dialect(dialect))
     frames: list[pl.DataFrame] = []
     try:
-        check_delimiter(inp)
+        types = parquet_types(inp) if inp.format == "parquet" else {}
         for frame in batches(inp, usable(inp.columns)):
             frames.append(frame)
             if sum(f.height for f in frames) >= rows:
                 break
     finally:
         inp.close()
-    sample = pl.concat(frames).head(rows) if frames else pl.DataFrame()
-    read = sample.height
-    if read:
-        sample = sample.filter(pl.col(MALFORMED).is_null())
-    if not sample.height:
-        detail = f"none of the {_count(read, 'row')} sampled can be read" if read else "no rows"
-        raise InputError(f"{source}: nothing to guess a mapping from: {detail}")
-    return sample, inp.columns
+    frame = pl.concat(frames).head(rows) if frames else pl.DataFrame()
+    count = frame.height
+    if count:
+        frame = frame.filter(pl.col(MALFORMED).is_null())
+    if not frame.height:
+        detail = f"none of the {_count(count, 'row')} sampled can be read" if count else "no rows"
+        raise InputError(f"{unit.name}: nothing to guess a mapping from: {detail}")
+    sample = Sample(frame, inp.columns, unit.name, note, dialect)
+    sample.read = [c for c in inp.columns if frame_column(c) in frame.columns]
+    sample.times = [c for c, t in types.items() if isinstance(t, pl.Datetime | pl.Date)]
+    _add_struct_paths(sample, types)
+    if dialect is not None and delimited:
+        _sniff_decimal_comma(sample, dialect)
+    return sample
 
 
-def check_delimiter(inp: InputFile) -> None:
-    """Refuse a delimited file whose header reads as one column holding another delimiter.
+def _first_of(source: str, units: Sequence[Located]) -> str:
+    """Which input of several the sample comes from: 'the first of 3 files in exports/'."""
+    if len(units) == 1 and units[0].name == source:
+        return ""
+    if len(units) == 1:
+        return f"the only file in {source}"
+    return f"the first of {len(units):,} files in {source}"
 
-    Without this a ;-delimited .csv is refused for having no timestamp column, which sends
-    the user looking in the wrong place.
-    """
-    if inp.format == "jsonl" or len(inp.columns) != 1:
+
+def _reader_dialect(dialect: Sniffed | None) -> Dialect:
+    """How the reader is to read the input: the sniffed or given dialect, else its defaults."""
+    if dialect is None:
+        return Dialect()
+    return Dialect(dialect.delimiter, dialect.encoding)
+
+
+def _refuse_one_column(sample: Sample) -> None:
+    """Refuse a delimited file whose header reads as one column: a mapping needs two (a
+    timestamp and an identifier), so the delimiter must be another one."""
+    dialect = sample.dialect
+    if dialect is None or not dialect.delimited or len(sample.columns) != 1:
         return
-    header = inp.columns[0]
-    held = [d for d in OTHER_DELIMITERS if d in header]
-    if not held:
-        return
-    delimiter = max(held, key=header.count)
-    looks = "tab" if delimiter == "\t" else delimiter
-    start = f"{inp.name}: the header reads as one column but holds {OTHER_DELIMITERS[delimiter]}:"
-    todo = (
-        "; read it as one with --format tsv (or name it .tsv)"
-        if delimiter == "\t"
-        else ", and backfill reads comma-delimited (.csv) and tab-delimited (.tsv) files only;"
-        " convert it to commas or tabs first"
+    header = _show(sample.columns[0], 60)
+    if dialect.delimiter_why == GIVEN.format("delimiter"):
+        raise InputError(
+            f"{sample.name}: with --delimiter {_toml(dialect.delimiter or '')} the header reads"
+            f" as one column, '{header}'; nothing written"
+        )
+    raise InputError(
+        f"{sample.name}: the header reads as one column, '{header}': it holds no ',', ';', tab"
+        " or '|' (give --delimiter if another character parts its columns); nothing written"
     )
-    raise InputError(f"{start} this looks like a {looks}-delimited file{todo}; nothing written")
 
 
 def usable(columns: Sequence[str]) -> list[str]:
@@ -351,21 +475,22 @@ def usable(columns: Sequence[str]) -> list[str]:
     return [c for c in columns if c.strip()]
 
 
-def guess_mapping(
-    sample: pl.DataFrame, columns: Sequence[str], source: str, output: str
-) -> Guessed:
-    """Guess every field from a sample (a batch of ``columns``), and render the mapping file."""
-    profiles = profile(sample, usable(columns))
-    times = {p.column: time_fit(sample, p) for p in profiles if _may_hold_times(p)}
-    guessed = Guessed(source, sample.height)
-    ts = pick_timestamp(profiles, times, source, sample.height)
-    ident, email = pick_identifier(profiles, {ts}, source)
-    choices = Choices(ts, times[ts], ident, email)
+def guess_mapping(sample: Sample, source: str, output: str) -> Guessed:
+    """Guess every field from a sample, and render the mapping file."""
+    frame = sample.frame
+    comma = sample.dialect is not None and sample.dialect.decimal_comma
+    profiles = profile(frame, sample.candidates(), decimal_comma=comma)
+    times = {p.column: time_fit(frame, p) for p in profiles if _may_hold_times(p)}
+    guessed = _guessed(sample, source)
+    ts = pick_timestamp(profiles, times, sample.name, frame.height, native=sample.times)
+    ident, email = pick_identifier(profiles, {ts}, sample.name)
+    choices = Choices(ts, times[ts], ident, email, native_time=ts in sample.times)
+    choices.decimal_comma = comma
     choices.embeddable = pick_embeddable(profiles, {ts, ident})
     taken = {ts, ident, choices.embeddable}
     # A column of numbers cannot hold event names: it is not tried.
     event_fits = {
-        p.column: event_fit(sample, p)
+        p.column: event_fit(frame, p)
         for p in profiles
         if p.column not in taken and p.numbers < p.filled
     }
@@ -375,7 +500,29 @@ def guess_mapping(
     taken.add(choices.event)
     pick_props(choices, [p for p in profiles if p.column not in taken], times)
     explain(guessed, choices, profiles, event_fits)
+    if comma and sample.dialect is not None:
+        guessed.warnings += [
+            _point_warning(column, value) for column, value in sample.dialect.points
+        ]
     guessed.text = render(choices, guessed, output)
+    return guessed
+
+
+def _point_warning(column: str, value: str) -> str:
+    """Why a column of numbers with decimal points is no metric in a file of decimal commas."""
+    read = value.replace(".", "").replace(",", ".", 1)
+    return (
+        f"column '{_show(column)}' holds numbers with a decimal point (e.g. '{_show(value, 20)}'):"
+        f" with decimal_comma = true they would read as {read}, so it is not a metric"
+    )
+
+
+def _guessed(sample: Sample, source: str) -> Guessed:
+    """The guesses of a sample, starting with what was sniffed of its dialect."""
+    guessed = Guessed(source, sample.frame.height, sampled=sample.name, note=sample.note)
+    guessed.dialect = sample.dialect
+    if sample.dialect is not None:
+        guessed.guesses += sample.dialect.guesses()
     return guessed
 
 
@@ -396,9 +543,16 @@ def _text(column: str) -> pl.Expr:
     return exact.cast(pl.String).str.strip_chars().replace("", None)
 
 
-def profile(sample: pl.DataFrame, columns: Sequence[str]) -> list[Profile]:
-    """Counts for every column, computed in one pass over the sample."""
+def profile(
+    sample: pl.DataFrame, columns: Sequence[str], decimal_comma: bool = False
+) -> list[Profile]:
+    """Counts for every column, computed in one pass over the sample.
+
+    With decimal commas, numbers are those written so (12,50; 1.234,50; 12): a value like
+    12.5 would read as 125, so it does not count as one.
+    """
     exprs: list[pl.Expr] = []
+    number = COMMA_NUMBER if decimal_comma else JSON_NUMBER
     for i, column in enumerate(columns):
         text = _text(column)
         compact = text.str.json_path_match("$")
@@ -406,7 +560,7 @@ def profile(sample: pl.DataFrame, columns: Sequence[str]) -> list[Profile]:
         exprs += [
             text.count().alias(f"{i}:filled"),
             text.drop_nulls().n_unique().alias(f"{i}:distinct"),
-            text.str.contains(JSON_NUMBER).sum().alias(f"{i}:numbers"),
+            text.str.contains(number).sum().alias(f"{i}:numbers"),
             text.str.contains(EMAIL).sum().alias(f"{i}:emails"),
             (text.str.starts_with("{") & compact.str.starts_with("{")).sum().alias(f"{i}:objects"),
             (text.str.contains(CONVERTIBLE_NAME) & text.str.contains(WORDY))
@@ -505,10 +659,21 @@ def _qualifies(names: Names, column: str, share: float) -> bool:
 
 
 def pick_timestamp(
-    profiles: list[Profile], times: dict[str, TimeFit], source: str, rows: int
+    profiles: list[Profile],
+    times: dict[str, TimeFit],
+    source: str,
+    rows: int,
+    native: Sequence[str] = (),
 ) -> str:
-    """The timestamp column; refused when no column reads as timestamps."""
+    """The timestamp column; refused when no column reads as timestamps.
+
+    A column of native timestamps (Parquet) is taken first, whatever its name.
+    """
     fits = [(p, times[p.column].share) for p in profiles if p.column in times]
+    natives = [c for c in fits if c[0].column in native and c[1] >= MIN_SHARE]
+    found = _best(natives, TIMESTAMP_NAMES)
+    if found is not None:
+        return found.column
     found = _best(
         [c for c in fits if _qualifies(TIMESTAMP_NAMES, c[0].column, c[1])], TIMESTAMP_NAMES
     )
@@ -686,7 +851,8 @@ def _show(text: str, limit: int | None = None) -> str:
 def _time_reason(c: Choices, p: Profile) -> str:
     """Why the timestamp column was chosen, and how its values read."""
     fit = c.time
-    reason = f"{_how(TIMESTAMP_NAMES, c.timestamp)}; {_percent(fit.share)} of"
+    how = "Parquet timestamps" if c.native_time else _how(TIMESTAMP_NAMES, c.timestamp)
+    reason = f"{how}; {_percent(fit.share)} of"
     reason += f" {_count(fit.filled, 'sampled value')} parse"
     if fit.format is not None:
         reason += f' with format "{fit.format}"'
@@ -726,7 +892,7 @@ def _identifier_reason(c: Choices, p: Profile) -> str:
 def _explain_props(guessed: Guessed, c: Choices) -> None:
     """One guess for each kind of props that has columns, and one for the unsent columns."""
     kinds = [
-        ("metrics", c.metrics, "numbers"),
+        ("metrics", c.metrics, "numbers with decimal commas" if c.decimal_comma else "numbers"),
         ("dimensions", c.dimensions, f"at most {MAX_DIMENSION_VALUES} distinct values, repeated"),
         ("json_column", [c.json_column] if c.json_column else [], "JSON objects"),
         ("not sent", c.unsent, "add any to props.columns to copy it as it is"),
@@ -755,11 +921,11 @@ def render(c: Choices, guessed: Guessed, output: str) -> str:
     """The mapping file: every setting, with the guess that chose it as a comment above it."""
     why = {g.field: _comment(g.line()) for g in guessed.guesses}
     lines = [
-        _comment(f"Mapping for {guessed.source}, guessed by `backfill init` from")
-        + f" {_count(guessed.rows, 'sampled row')}.",
+        *guessed.header("guessed"),
         "# Check each guess (the comment above each setting says why it was made), then run:",
         _comment(f"  backfill validate {guessed.source} -m {output}"),
         "",
+        *(guessed.dialect.table() if guessed.dialect else []),
         "[fields]",
         why["embeddable_id"],
         *_embeddable_lines(c),
@@ -865,8 +1031,9 @@ def write_mapping(text: str, output: str, source: str, columns: Sequence[str], f
         try:
             check_columns(load_mapping(scratch), source, columns)
         except MappingError as exc:
+            reason = str(exc).replace(scratch, output)  # the scratch file is no name to show
             raise MappingError(
-                f"{output}: not written: the guessed mapping is refused ({exc})"
+                f"{output}: not written: the guessed mapping is refused ({reason})"
             ) from None
         try:
             with out.open("w" if force else "x", encoding="utf-8") as f:
@@ -878,6 +1045,299 @@ def write_mapping(text: str, output: str, source: str, columns: Sequence[str], f
     finally:
         with contextlib.suppress(OSError):
             os.unlink(scratch)
+
+
+# --- The CSV dialect: sniffed from the first bytes, decimal commas from the rows ----------
+
+SNIFF_BYTES = 1 << 20  # the encoding and the header are sniffed from the first MiB
+GIVEN = "given with --{}"
+DELIMITER_WORDS = {",": "','", ";": "';'", "\t": "tab", "|": "'|'"}
+# A number as a decimal-comma locale writes it: 12, 12,50, 1.234,50, -0,5.
+COMMA_NUMBER = r"^-?([0-9]{1,3}(\.[0-9]{3})+|[0-9]+)(,[0-9]+)?$"
+COMMA_DECIMALS = r",[0-9]+$"
+POINT_DECIMALS = r"^-?[0-9]+\.[0-9]+$"  # 1.5: with decimal commas, read as 15
+
+
+@dataclass
+class Sniffed:
+    """A delimited export's dialect as init found it (or was given it), and why."""
+
+    delimiter: str | None  # None: the input's kind says (not a delimited input)
+    delimiter_why: str
+    encoding: str
+    encoding_why: str
+    decimal_comma: bool = False
+    decimal_why: str = ""
+    default_delimiter: str = ","  # the input's kind's own: tab for .tsv
+    delimited: bool = True  # else JSON or Parquet, with a setting given on the command line
+    # Columns of numbers written with a decimal point, and one of them, in a file of commas.
+    points: list[tuple[str, str]] = field(default_factory=list)
+
+    def is_default(self) -> bool:
+        """Whether the reader's defaults read the input so: no [input] table is needed."""
+        return (
+            self.delimiter in (None, self.default_delimiter)
+            and codecs.lookup(self.encoding).name == "utf-8"
+            and not self.decimal_comma
+        )
+
+    def guesses(self) -> list[Guess]:
+        """One printed line per setting sniffed or given."""
+        found = []
+        if self.delimiter is not None:
+            found.append(Guess("delimiter", _toml(self.delimiter), self.delimiter_why))
+        if self.encoding_why:
+            found.append(Guess("encoding", self.encoding, self.encoding_why))
+        if self.delimited:
+            found.append(Guess("decimal_comma", _bool(self.decimal_comma), self.decimal_why))
+        return found
+
+    def table(self) -> list[str]:
+        """The [input] table, each setting under its reason; none when the defaults do."""
+        if self.is_default():
+            return []
+        settings = {
+            "delimiter": f"delimiter = {_toml(self.delimiter or '')}",
+            "encoding": f"encoding = {_toml(self.encoding)}",
+            "decimal_comma": f"decimal_comma = {_bool(self.decimal_comma)}",
+        }
+        lines = ["[input]"]
+        for guess in self.guesses():
+            lines += [_comment(guess.line()), settings[guess.field]]
+        return [*lines, ""]
+
+
+def _bool(value: bool) -> str:
+    """A TOML boolean."""
+    return "true" if value else "false"
+
+
+def _sniffed_unit(
+    unit: Located, kind: str, delimiter: str | None, encoding: str | None
+) -> tuple[Located, Sniffed]:
+    """A delimited input's dialect, sniffed from its first bytes (or as given), and the input
+    to read with it: its bytes are read once, those sniffed put back in front of the rest."""
+    stream = unit.opener()
+    try:
+        head, complete = _head(stream, unit.name)
+    except BaseException:
+        if unit.name != "-":
+            stream.close()
+        raise
+    replayed = cast(BinaryIO, _Replayed(head, stream, owned=unit.name != "-"))
+    unit = dataclasses.replace(unit, opener=lambda: replayed)
+    plain = _gunzipped(head)
+    complete = complete and len(plain) < SNIFF_BYTES
+    if encoding is not None:
+        sniffed_encoding, encoding_why = encoding, GIVEN.format("encoding")
+    else:
+        sniffed_encoding, encoding_why = sniff_encoding(plain, complete)
+    header = _header_line(plain, sniffed_encoding)
+    if delimiter is not None:
+        chosen, delimiter_why = delimiter, GIVEN.format("delimiter")
+    else:
+        chosen = sniff_delimiter(header)
+        delimiter_why = _delimiter_reason(header)
+    default = SEPARATORS.get(kind, ",")
+    return unit, Sniffed(
+        chosen, delimiter_why, sniffed_encoding, encoding_why, default_delimiter=default
+    )
+
+
+def _head(stream: BinaryIO, name: str) -> tuple[bytes, bool]:
+    """The first SNIFF_BYTES of a stream as it is (maybe gzip), and whether that is all."""
+    head = bytearray()
+    try:
+        while len(head) < SNIFF_BYTES:
+            block = stream.read(SNIFF_BYTES - len(head))
+            if not block:
+                return bytes(head), True
+            head += block
+    except OSError as exc:
+        raise InputError(f"{name}: cannot read: {exc.strerror or exc}") from None
+    return bytes(head), False
+
+
+def _gunzipped(head: bytes) -> bytes:
+    """The start of a gzip stream's content (as much as decompresses); other bytes as they
+    are. A corrupt stream gives what came before the damage: the reader reports it."""
+    if not head.startswith(GZIP_MAGIC):
+        return head
+    out = bytearray()
+    data = head
+    while data.startswith(GZIP_MAGIC) and len(out) < SNIFF_BYTES:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            out += inflater.decompress(data, SNIFF_BYTES - len(out))
+        except zlib.error:
+            break
+        if not inflater.eof:
+            break
+        data = inflater.unused_data  # the next member of a multi-member gzip
+    return bytes(out)
+
+
+class _Replayed(io.RawIOBase):
+    """A stream whose first bytes, already read to sniff them, are read again first."""
+
+    def __init__(self, head: bytes, stream: BinaryIO, owned: bool) -> None:
+        self.head = memoryview(head)
+        self.stream = stream
+        self.owned = owned  # stdin is not closed with it
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        wanted = len(buffer)
+        taken = min(wanted, len(self.head))
+        buffer[:taken] = self.head[:taken]
+        self.head = self.head[taken:]
+        if taken < wanted:  # a short read would look like the end to a sniffer
+            data = self.stream.read(wanted - taken)
+            buffer[taken : taken + len(data)] = data
+            taken += len(data)
+        return taken
+
+    def close(self) -> None:
+        if self.owned and not self.closed:
+            self.stream.close()
+        super().close()
+
+
+def sniff_encoding(head: bytes, complete: bool = True) -> tuple[str, str]:
+    """The encoding of an export's first bytes, and why: UTF-8 when they decode as UTF-8 (a
+    byte order mark is fine), else UTF-16 when they start with its byte order mark, else
+    cp1252 (Excel's on Western Windows), or latin-1 when cp1252 cannot read them."""
+    what = "the file" if complete else "its first MiB"
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=complete)
+    except UnicodeDecodeError as exc:
+        not_utf8 = f"{_byte_at(head, exc.start)} is not UTF-8"
+    else:
+        bom = ", after a byte order mark" if head.startswith(BOM) else ""
+        return "utf-8", f"sniffed: {what} decodes as UTF-8{bom}"
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "utf-16", "sniffed: a UTF-16 byte order mark"
+    try:
+        head.decode("cp1252")
+    except UnicodeDecodeError as exc:
+        return "latin-1", f"sniffed: {not_utf8}, and {_byte_at(head, exc.start)} not cp1252"
+    return "cp1252", f"sniffed: {not_utf8}; cp1252 reads {what}"
+
+
+def _byte_at(head: bytes, offset: int) -> str:
+    """'byte 0xFC on line 3'."""
+    line = head.count(b"\n", 0, offset) + 1
+    return f"byte 0x{head[offset]:02X} on line {line:,}"
+
+
+def _header_line(head: bytes, encoding: str) -> str:
+    """The first line of an export's first bytes, decoded (what cannot be, replaced)."""
+    try:
+        decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
+    except LookupError:
+        return ""  # the reader names the unknown encoding
+    text = decoder.decode(head[: 1 << 16]).removeprefix("\ufeff")
+    return text.split("\n", 1)[0].removesuffix("\r")
+
+
+def _delimiter_reason(header: str) -> str:
+    """Why a delimiter was sniffed: 'sniffed: the header holds 3 ';' and 1 ','."""
+    unquoted = "".join(header.split('"')[::2])  # as sniff_delimiter counts them
+    counts = sorted(
+        ((unquoted.count(d), d) for d in DELIMITER_WORDS if d in unquoted),
+        key=lambda c: -c[0],
+    )
+    held = [
+        f"{n:,} tab{'' if n == 1 else 's'}" if d == "\t" else f"{n:,} {DELIMITER_WORDS[d]}"
+        for n, d in counts
+    ]
+    if not held:
+        return "sniffed: the header holds none of ',', ';', tab, '|'"
+    if len(held) > 1:
+        held = [", ".join(held[:-1]), held[-1]]
+    return "sniffed: the header holds " + " and ".join(held)
+
+
+def _sniff_decimal_comma(sample: Sample, dialect: Sniffed) -> None:
+    """Whether metric cells are written with decimal commas (12,50 or 1.234,50): when some
+    column holds such numbers (and nothing else), in a file not delimited by commas."""
+    if dialect.delimiter == ",":
+        dialect.decimal_comma = False
+        dialect.decimal_why = "the delimiter is ',', so decimals are points"
+        return
+    exprs = []
+    columns = [c for c in sample.candidates() if c not in sample.times]
+    for i, column in enumerate(columns):
+        text = _text(column)
+        exprs += [
+            text.count().alias(f"{i}:filled"),
+            text.str.contains(COMMA_NUMBER).sum().alias(f"{i}:numbers"),
+            text.filter(text.str.contains(COMMA_NUMBER) & text.str.contains(COMMA_DECIMALS))
+            .first()
+            .alias(f"{i}:example"),
+            text.str.contains(JSON_NUMBER).sum().alias(f"{i}:json"),
+            text.filter(text.str.contains(POINT_DECIMALS) & ~text.str.contains(COMMA_NUMBER))
+            .first()
+            .alias(f"{i}:point"),
+        ]
+    counts = sample.frame.select(exprs).row(0, named=True) if exprs else {}
+    dialect.points = [
+        (column, counts[f"{i}:point"])
+        for i, column in enumerate(columns)
+        if counts[f"{i}:point"] is not None
+        and (counts[f"{i}:json"] or 0) >= MIN_SHARE_UNNAMED * counts[f"{i}:filled"]
+    ]
+    found = [
+        (column, counts[f"{i}:example"])
+        for i, column in enumerate(columns)
+        if counts[f"{i}:example"] is not None
+        and (counts[f"{i}:numbers"] or 0) >= MIN_SHARE_UNNAMED * counts[f"{i}:filled"]
+    ]
+    dialect.decimal_comma = bool(found)
+    if not found:
+        dialect.decimal_why = "sniffed: no column holds numbers like 12,50"
+        return
+    names = ", ".join(_show(column) for column, _ in found)
+    holds = "holds" if len(found) == 1 else "hold"
+    dialect.decimal_why = f"sniffed: {names} {holds} numbers like '{_show(found[0][1], 40)}'"
+
+
+def _add_struct_paths(sample: Sample, types: dict[str, pl.DataType]) -> None:
+    """A column per key of each struct column (Parquet): 'user.email', as a mapping names it.
+
+    Keys holding a dot, and paths that are also a column's name, are left out: a mapping
+    would have to name them another way.
+    """
+    added: list[pl.Expr] = []
+    for column, dtype in types.items():
+        if not isinstance(dtype, pl.Struct) or column not in sample.read or "." in column:
+            continue
+        paths = [p for p in _key_paths(dtype, [column]) if ".".join(p) not in sample.columns]
+        if not paths:
+            continue
+        sample.paths[column] = [".".join(p) for p in paths]
+        added += [
+            _text(column).str.json_path_match(_key_path(p[1:])).alias(frame_column(".".join(p)))
+            for p in paths
+        ]
+    if added:
+        sample.frame = sample.frame.with_columns(added)
+
+
+def _key_paths(dtype: pl.Struct, prefix: list[str]) -> list[list[str]]:
+    """The paths to a struct's leaves (a nested struct's keys, not the struct)."""
+    found = []
+    for key in dtype.fields:
+        if not key.name or "." in key.name or '"' in key.name:
+            continue
+        path = [*prefix, key.name]
+        if isinstance(key.dtype, pl.Struct):
+            found += _key_paths(key.dtype, path)
+        else:
+            found.append(path)
+    return found
 
 
 # --- Presets: the exports of the common analytics tools ----------------------------------
@@ -1510,15 +1970,19 @@ PRESET_NAMES = ("mixpanel", "amplitude", "segment", "posthog", "ga4", "heap")
 
 
 def preset_mapping(
-    found: Recognised, shape: Shape, source: str, output: str, forced: bool = False
+    found: Recognised,
+    shape: Shape,
+    sample: Sample,
+    source: str,
+    output: str,
+    forced: bool = False,
 ) -> Guessed:
     """The preset's mapping for this export, with a guess line per choice."""
     plan = found.preset.plan(shape)
-    guessed = Guessed(
-        source, shape.sample.height, preset=found.preset.name, recognised=found, forced=forced
-    )
+    guessed = _guessed(sample, source)
+    guessed.preset, guessed.recognised, guessed.forced = found.preset.name, found, forced
     tool = found.preset.tool
-    guessed.guesses = _preset_guesses(plan, tool)
+    guessed.guesses += _preset_guesses(plan, tool)
     guessed.warnings.append(
         "no column is named like an embeddable id: every row goes to the placeholder"
         f" '{EMBEDDABLE_PLACEHOLDER}' (validate accepts it); fill in fields.embeddable_id"
@@ -1581,12 +2045,12 @@ def render_preset(plan: PresetPlan, guessed: Guessed, output: str) -> str:
     assert found is not None
     how = "Mapped as (the preset asked for)" if guessed.forced else "Recognised as"
     lines = [
-        _comment(f"Mapping for {guessed.source}, written by `backfill init` from")
-        + f" {_count(guessed.rows, 'sampled row')}.",
+        *guessed.header("written"),
         *_comments(textwrap.wrap(f"{how} {found.preset.title}: {found.because()}.", 88)),
         "# Check each choice (the comment above each setting says why it was made), then run:",
         _comment(f"  backfill validate {guessed.source} -m {output}"),
         "",
+        *(guessed.dialect.table() if guessed.dialect else []),
         "[fields]",
         '# FILL IN the id of the Embeddable these events belong to (e.g. "flow_9f2c"):',
         f"# {found.preset.tool} exports do not carry one. Validate accepts the placeholder.",

@@ -17,6 +17,7 @@ from backfill.guess import (
     EMBEDDABLE_PLACEHOLDER,
     EVENT_NAME_PLACEHOLDER,
     Guessed,
+    _delimiter_reason,
     _percent,
     _swap_day_month,
     _toml,
@@ -24,6 +25,7 @@ from backfill.guess import (
     normal_name,
     profile,
     read_sample,
+    sniff_encoding,
     time_fit,
     usable,
     write_mapping,
@@ -114,8 +116,8 @@ def test_time_fit_uses_the_validate_rules(
     naive: int,
 ) -> None:
     write("x.csv", "t\n" + "\n".join(values) + "\n")
-    sample, columns = read_sample("x.csv", None, 100)
-    fit = time_fit(sample, profile(sample, columns)[0])
+    sample = read_sample("x.csv", None, 100)
+    fit = time_fit(sample.frame, profile(sample.frame, sample.columns)[0])
     assert (fit.share, fit.format, fit.also, fit.naive) == (share, fmt, also, naive)
 
 
@@ -125,10 +127,10 @@ def test_swap_day_month() -> None:
 
 def test_read_sample_is_bounded_and_skips_malformed_rows(write: Write) -> None:
     write("x.csv", "a,b\n" + "1,2\n3\n" + "5,6\n" * 50)
-    sample, columns = read_sample("x.csv", None, 10)
-    assert columns == ["a", "b"]
-    assert sample.height == 9  # 10 rows read, the short one left out
-    assert sample["__row"].to_list()[:3] == [1, 3, 4]
+    sample = read_sample("x.csv", None, 10)
+    assert sample.columns == ["a", "b"]
+    assert sample.frame.height == 9  # 10 rows read, the short one left out
+    assert sample.frame["__row"].to_list()[:3] == [1, 3, 4]
 
 
 def test_usable_columns() -> None:
@@ -335,3 +337,145 @@ def test_a_file_that_appears_meanwhile_is_not_overwritten(write: Write) -> None:
     ):
         write_mapping(guessed.text, "m.toml", "x.csv", ["ts", "email"], force=False)
     assert Path("m.toml").read_text(encoding="utf-8") == "# appeared\n"
+
+
+# --- The CSV dialect: sniffed encoding, delimiter and decimal commas --------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "encoding", "why"),
+    [
+        pytest.param(b"ts,email\n", "utf-8", "sniffed: the file decodes as UTF-8", id="ascii"),
+        pytest.param(
+            "ts,e\n1,zoë\n".encode(),
+            "utf-8",
+            "sniffed: the file decodes as UTF-8",
+            id="utf-8",
+        ),
+        pytest.param(
+            b"\xef\xbb\xbfts,e\n",
+            "utf-8",
+            "sniffed: the file decodes as UTF-8, after a byte order mark",
+            id="utf-8-bom",
+        ),
+        pytest.param(
+            "ts,e\n".encode("utf-16-le").join([b"\xff\xfe", b""]),
+            "utf-16",
+            "sniffed: a UTF-16 byte order mark",
+            id="utf-16-le",
+        ),
+        pytest.param(
+            "ts,e\n".encode("utf-16"),
+            "utf-16",
+            "sniffed: a UTF-16 byte order mark",
+            id="utf-16",
+        ),
+        pytest.param(
+            b"\xfe\xff" + "ts,e\n".encode("utf-16-be"),
+            "utf-16",
+            "sniffed: a UTF-16 byte order mark",
+            id="utf-16-be",
+        ),
+        pytest.param(
+            "ts;e\n1;Müller €5\n".encode("cp1252"),
+            "cp1252",
+            "sniffed: byte 0xFC on line 2 is not UTF-8; cp1252 reads the file",
+            id="cp1252",
+        ),
+        pytest.param(
+            b"ts;e\n1;M\xfcller\n2;\x81\n",
+            "latin-1",
+            "sniffed: byte 0xFC on line 2 is not UTF-8, and byte 0x81 on line 3 not cp1252",
+            id="latin-1",
+        ),
+    ],
+)
+def test_sniff_encoding(data: bytes, encoding: str, why: str) -> None:
+    assert sniff_encoding(data) == (encoding, why)
+
+
+def test_a_character_cut_at_the_end_of_the_sniffed_bytes_is_still_utf8() -> None:
+    head = "ts,e\n1,zoë".encode()[:-1]  # the ë cut in half, as the first MiB may end
+    assert sniff_encoding(head, complete=False) == (
+        "utf-8",
+        "sniffed: its first MiB decodes as UTF-8",
+    )
+    assert sniff_encoding(head)[0] == "cp1252"  # a whole file cannot end so
+
+
+def test_a_large_file_is_sniffed_from_its_first_mib(write: Write) -> None:
+    big = "ts;email\n" + "2024-03-01T10:00:00Z;zoë@x.io\n" * 60_000  # about 1.8 MB
+    write("x.csv", big)
+    sample = read_sample("x.csv", None, 10)
+    assert sample.dialect is not None
+    assert (sample.dialect.encoding, sample.dialect.encoding_why) == (
+        "utf-8",
+        "sniffed: its first MiB decodes as UTF-8",
+    )
+    assert sample.frame.height == 10
+
+
+@pytest.mark.parametrize(
+    ("header", "why"),
+    [
+        ("a,b,c", "sniffed: the header holds 2 ','"),
+        ("a;b;c,d", "sniffed: the header holds 2 ';' and 1 ','"),
+        ("a\tb\tc|d,e", "sniffed: the header holds 2 tabs, 1 ',' and 1 '|'"),
+        ('"a;b",c', "sniffed: the header holds 1 ','"),  # quoted, as sniff_delimiter counts
+        ("a b", "sniffed: the header holds none of ',', ';', tab, '|'"),
+    ],
+)
+def test_delimiter_reason(header: str, why: str) -> None:
+    assert _delimiter_reason(header) == why
+
+
+def semicolons(header: str, *columns: list[str]) -> str:
+    """A ;-delimited export from a (comma-separated) header and one list per column."""
+    lines = [";".join(values) for values in zip(*columns, strict=True)]
+    return header.replace(",", ";") + "\n" + "\n".join(lines) + "\n"
+
+
+def test_decimal_commas_are_sniffed_and_make_the_metrics(write: Write) -> None:
+    amount = ["1.234,50", "12,50", "7", "0,99", "-3,5", "2.000", "", "1,0"]
+    dotted = ["1.5", "2.25", "3", "4", "5", "6", "7", "8"]  # would read 1.5 as 15
+    text = semicolons("ts,email,amount,dotted", ISO, EMAILS, amount, dotted)
+    mapping, guessed = guess(write, text)
+    assert mapping.input.delimiter == ";"
+    assert mapping.input.decimal_comma
+    assert mapping.metrics == ("amount",)
+    assert why(guessed, "decimal_comma") == (
+        "decimal_comma: true (sniffed: amount holds numbers like '1.234,50')"
+    )
+    assert why(guessed, "not sent") == (
+        "not sent: dotted (add any to props.columns to copy it as it is)"
+    )
+    assert guessed.warnings[-1] == (
+        "column 'dotted' holds numbers with a decimal point (e.g. '1.5'): with"
+        " decimal_comma = true they would read as 15, so it is not a metric"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        pytest.param(
+            semicolons("ts,email,n", ISO, EMAILS, [str(i) for i in range(8)]),
+            "sniffed: no column holds numbers like 12,50",
+            id="whole-numbers",
+        ),
+        pytest.param(
+            semicolons("ts,email,n", ISO, EMAILS, ["1,5", *(["x"] * 7)]),
+            "sniffed: no column holds numbers like 12,50",
+            id="text-with-one-number",
+        ),
+        pytest.param(
+            rows("ts,email,n", ISO, EMAILS, ['"1,5"'] * 8),
+            "the delimiter is ',', so decimals are points",
+            id="comma-delimited",
+        ),
+    ],
+)
+def test_no_decimal_commas(write: Write, text: str, why: str) -> None:
+    mapping, guessed = guess(write, text)
+    assert not mapping.input.decimal_comma
+    assert next(g for g in guessed.guesses if g.field == "decimal_comma").reason == why

@@ -5,6 +5,8 @@ The exports are those of ``tests/data/exports``, each in its tool's documented s
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import shutil
 import tomllib
@@ -127,8 +129,8 @@ def export_here(tool: str, workdir: Path) -> str:
 @pytest.mark.parametrize("tool", RECOGNISED)
 def test_each_tool_is_recognised_by_its_telltales(tool: str, workdir: Path) -> None:
     name = export_here(tool, workdir)
-    sample, columns = read_sample(name, None, 10_000)
-    guessed = guess_any(sample, columns, name, "mapping.toml")
+    sample = read_sample(name, None, 10_000)
+    guessed = guess_any(sample, name, "mapping.toml")
     assert guessed.preset == tool
     assert guessed.heading() == RECOGNISED[tool][1]
 
@@ -136,8 +138,8 @@ def test_each_tool_is_recognised_by_its_telltales(tool: str, workdir: Path) -> N
 @pytest.mark.parametrize("tool", RECOGNISED)
 def test_each_preset_writes_the_tools_choices(tool: str, workdir: Path) -> None:
     name = export_here(tool, workdir)
-    sample, columns = read_sample(name, None, 10_000)
-    text = guess_any(sample, columns, name, "mapping.toml").text
+    sample = read_sample(name, None, 10_000)
+    text = guess_any(sample, name, "mapping.toml").text
     lines = text.splitlines()
     assert [line for line in PRESET_LINES[tool] if line not in lines] == []
     # Valid TOML, the embeddable id a placeholder, and every block of settings commented.
@@ -152,10 +154,13 @@ def test_each_preset_writes_the_tools_choices(tool: str, workdir: Path) -> None:
 @pytest.mark.parametrize("tool", RECOGNISED)
 def test_each_preset_sends_a_tool_choice_of_guess_lines(tool: str, workdir: Path) -> None:
     name = export_here(tool, workdir)
-    sample, columns = read_sample(name, None, 10_000)
-    guessed = guess_any(sample, columns, name, "mapping.toml")
+    sample = read_sample(name, None, 10_000)
+    guessed = guess_any(sample, name, "mapping.toml")
     fields = [g.field for g in guessed.guesses]
+    # A CSV export's dialect first: what was sniffed is always said.
+    dialect = ["delimiter", "encoding", "decimal_comma"] if name.endswith(".csv") else []
     assert fields == [
+        *dialect,
         "embeddable_id",
         "timestamp",
         "custom_event_name",
@@ -163,7 +168,7 @@ def test_each_preset_sends_a_tool_choice_of_guess_lines(tool: str, workdir: Path
         "filter",
         "props",
     ]
-    assert guessed.guesses[0].line() == (
+    assert guessed.guesses[len(dialect)].line() == (
         f"embeddable_id: REPLACE_WITH_EMBEDDABLE_ID (placeholder: {PRESETS[tool].tool}"
         " exports carry none)"
     )
@@ -176,8 +181,8 @@ def test_each_preset_sends_a_tool_choice_of_guess_lines(tool: str, workdir: Path
 
 def test_the_printed_guesses_of_a_preset(workdir: Path) -> None:
     name = export_here("mixpanel", workdir)
-    sample, columns = read_sample(name, None, 10_000)
-    lines = [g.line() for g in guess_any(sample, columns, name, "mapping.toml").guesses]
+    sample = read_sample(name, None, 10_000)
+    lines = [g.line() for g in guess_any(sample, name, "mapping.toml").guesses]
     assert lines == [
         "embeddable_id: REPLACE_WITH_EMBEDDABLE_ID (placeholder: Mixpanel exports carry none)",
         "timestamp: properties.time (epoch seconds)",
@@ -201,10 +206,10 @@ MIXPANEL_LIKE = (
 def test_a_preset_is_forced_where_the_telltales_are_missing(write: Write) -> None:
     # No distinct_id in properties: not taken for Mixpanel's, but --preset mixpanel maps it.
     write("x.jsonl", MIXPANEL_LIKE)
-    sample, columns = read_sample("x.jsonl", None, 100)
+    sample = read_sample("x.jsonl", None, 100)
     with pytest.raises(InputError, match="no column reads as timestamps"):
-        guess_any(sample, columns, "x.jsonl", "mapping.toml")
-    guessed = guess_any(sample, columns, "x.jsonl", "mapping.toml", preset="mixpanel")
+        guess_any(sample, "x.jsonl", "mapping.toml")
+    guessed = guess_any(sample, "x.jsonl", "mapping.toml", preset="mixpanel")
     assert guessed.heading() == (
         "Preset mixpanel (a Mixpanel raw export) for x.jsonl (2 sampled rows): columns event,"
         " properties; properties holds time"
@@ -222,8 +227,8 @@ def test_a_preset_is_forced_where_the_telltales_are_missing(write: Write) -> Non
 def test_a_preset_forces_one_tool_over_another(workdir: Path) -> None:
     # A PostHog export also has the columns Mixpanel's needs (event, properties).
     name = export_here("posthog", workdir)
-    sample, columns = read_sample(name, None, 10_000)
-    guessed = guess_any(sample, columns, name, "mapping.toml", preset="mixpanel")
+    sample = read_sample(name, None, 10_000)
+    guessed = guess_any(sample, name, "mapping.toml", preset="mixpanel")
     assert guessed.preset == "mixpanel"
     assert guessed.heading() == (
         "Preset mixpanel (a Mixpanel raw export) for events.csv (27 sampled rows): columns"
@@ -277,8 +282,8 @@ ajs-2,anon-2,,signed_up,Signed Up,2024-03-01T10:00:00.000Z,2024-03-01T10:00:01.0
 def test_a_segment_warehouse_table_is_recognised(write: Write) -> None:
     # A warehouse's tracks table: no type or messageId, the context flattened into columns.
     write("tracks.csv", WAREHOUSE_TRACKS)
-    sample, columns = read_sample("tracks.csv", None, 100)
-    guessed = guess_any(sample, columns, "tracks.csv", "mapping.toml")
+    sample = read_sample("tracks.csv", None, 100)
+    guessed = guess_any(sample, "tracks.csv", "mapping.toml")
     assert guessed.heading() == (
         "Recognised a Segment archive (S3 or warehouse) in tracks.csv (2 sampled rows): columns"
         " id, event, event_text, timestamp, received_at, user_id, anonymous_id, uuid_ts"
@@ -309,11 +314,11 @@ def test_a_segment_warehouse_table_is_recognised(write: Write) -> None:
     ids=lambda p: p.name,
 )
 def test_other_exports_are_guessed_as_before(path: Path) -> None:
-    sample, columns = read_sample(str(path), None, 10_000)
-    guessed = guess_any(sample, columns, path.name, "mapping.toml")
+    sample = read_sample(str(path), None, 10_000)
+    guessed = guess_any(sample, path.name, "mapping.toml")
     assert guessed.preset is None
     assert guessed.heading().startswith("Guessed from ")
-    assert guessed.text == guess_mapping(sample, columns, path.name, "mapping.toml").text
+    assert guessed.text == guess_mapping(sample, path.name, "mapping.toml").text
 
 
 # --- init through the command line: the mapping written loads and validates each export ---
@@ -353,6 +358,9 @@ data and bookkeeping)
   props: json_column properties; 10 keys dropped (copied less personal data and bookkeeping)
 """,
     "posthog": """\
+  delimiter: "," (sniffed: the header holds 5 ',')
+  encoding: utf-8 (sniffed: the file decodes as UTF-8)
+  decimal_comma: false (the delimiter is ',', so decimals are points)
   embeddable_id: REPLACE_WITH_EMBEDDABLE_ID (placeholder: PostHog exports carry none)
   timestamp: timestamp (ISO 8601)
   custom_event_name: event (renamed $pageview -> page_viewed; renamed $pageleave -> page_left; \
@@ -374,6 +382,9 @@ on user_pseudo_id + event_timestamp + event_name (rows that are not events, or s
 and bookkeeping)
 """,
     "heap": """\
+  delimiter: "," (sniffed: the header holds 13 ',')
+  encoding: utf-8 (sniffed: the file decodes as UTF-8)
+  decimal_comma: false (the delimiter is ',', so decimals are points)
   embeddable_id: REPLACE_WITH_EMBEDDABLE_ID (placeholder: Heap exports carry none)
   timestamp: time (UTC without an offset)
   custom_event_name: type (renamed pageview -> page_viewed; renamed submit -> form_submitted; \
@@ -442,3 +453,27 @@ def test_a_forced_preset_maps_an_export_it_would_not_recognise(write: Write, run
     assert result.exit_code == 0, result.stderr
     checked = run("validate", "x.jsonl", "-m", "mapping.toml", "--json")
     assert (checked.exit_code, json.loads(checked.stdout)["valid"]) == (0, 2)
+
+
+def test_a_tools_export_in_another_dialect_gets_its_input_table(workdir: Path, run: Run) -> None:
+    # Heap's CSV opened and saved by a German spreadsheet: semicolons and cp1252.
+    with open(EXPORTS / "heap" / "events.csv", encoding="utf-8", newline="") as source:
+        records = list(csv.reader(source))
+    text = io.StringIO()
+    csv.writer(text, delimiter=";").writerows(records)
+    Path("events.csv").write_bytes(text.getvalue().encode("cp1252"))
+    result = run("init", "events.csv")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == RECOGNISED["heap"][1]
+    assert lines[1] == "  delimiter: \";\" (sniffed: the header holds 13 ';')"
+    assert lines[2].startswith("  encoding: cp1252 (sniffed: byte 0xE9 on line ")
+    assert lines[3] == "  decimal_comma: false (sniffed: no column holds numbers like 12,50)"
+    written = Path("mapping.toml").read_text(encoding="utf-8")
+    assert '\n[input]\n# delimiter: ";"' in written
+    assert 'delimiter = ";"\n' in written
+    assert 'encoding = "cp1252"\n' in written
+    checked = run("validate", "events.csv", "-m", "mapping.toml", "--json")
+    report = json.loads(checked.stdout)
+    counts = (report["rows"], report["valid"], report["invalid"], report["skipped"])
+    assert counts == PRESET_COUNTS["heap"]
