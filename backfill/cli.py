@@ -14,6 +14,7 @@ import ssl
 import sys
 import traceback
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -23,7 +24,7 @@ import click
 from backfill import html, pipeline
 from backfill.codes import SANDBOX_API_KEY, SANDBOX_HOST, SANDBOX_PORT, Status
 from backfill.errors import BackfillError, CredentialsError, ExitCode, UsageError
-from backfill.mapping import Mapping, load_mapping
+from backfill.mapping import Mapping, check_delimiter, check_encoding, load_mapping
 from backfill.payloads import PAYLOAD
 from backfill.redact import RedactingFilter, redact, register
 from backfill.report import render_text, write_json
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 DRY_RUN_PAYLOADS = 3
+FORMAT_CHOICES = ["csv", "tsv", "jsonl", "json", "parquet"]
 DEFAULT_BASE_URL = "https://api.embeddables.com"
 
 
@@ -92,12 +94,27 @@ def cli(debug: bool) -> None:
         logging.basicConfig(level=logging.DEBUG, handlers=[handler], force=True)
 
 
+def dialect_options(func: F) -> F:
+    """--delimiter and --encoding: the CSV dialect, over the mapping's [input] table."""
+    func = click.option(
+        "--encoding",
+        help="Text encoding of CSV inputs (utf-8, cp1252, latin-1, utf-16, ...); default the"
+        " mapping's [input] encoding, else utf-8.",
+    )(func)
+    return click.option(
+        "--delimiter",
+        help='CSV delimiter: one character, "\\t" for tab, or "auto" to sniff it from the'
+        " header; default the mapping's [input] delimiter, else by extension.",
+    )(func)
+
+
 def input_options(func: F) -> F:
     """The options every command that reads exports shares."""
+    func = dialect_options(func)
     func = click.option(
         "--format",
         "fmt",
-        type=click.Choice(["csv", "tsv", "jsonl"]),
+        type=click.Choice(FORMAT_CHOICES),
         help="Input format, needed for stdin (-); overrides the file extension.",
     )(func)
     func = click.option(
@@ -135,6 +152,8 @@ def validate(
     inputs: tuple[str, ...],
     mapping_path: str,
     fmt: str | None,
+    delimiter: str | None,
+    encoding: str | None,
     report_path: str | None,
     invalid_out: str | None,
     as_json: bool,
@@ -149,7 +168,7 @@ def validate(
 
     Exit code 0 when every row is valid, 1 when some are invalid, 2 when nothing could be read.
     """
-    mapping = load_mapping(mapping_path)
+    mapping = _load_mapping(mapping_path, delimiter, encoding)
     pipeline.check_outputs([report_path], inputs)
     report = pipeline.validate(inputs, mapping, fmt, invalid_out).to_dict(show_identifiers)
     if report_path and html.is_html(report_path):
@@ -158,6 +177,22 @@ def validate(
         write_json(report, report_path)
     click.echo(json.dumps(report, indent=2) if as_json else render_text(report, _terminal_style()))
     sys.exit(ExitCode.OK if report["invalid"] == 0 else ExitCode.PROBLEMS)
+
+
+def _load_mapping(path: str, delimiter: str | None, encoding: str | None) -> Mapping:
+    """The mapping, with the command line's CSV dialect over its [input] table."""
+    mapping = load_mapping(path)
+    if delimiter is None and encoding is None:
+        return mapping
+    if delimiter == "\\t":
+        delimiter = "\t"
+    settings = mapping.input
+    if delimiter is not None:
+        settings = replace(settings, delimiter=check_delimiter(delimiter, "--delimiter"))
+    if encoding is not None:
+        check_encoding(encoding, "--encoding")
+        settings = replace(settings, encoding=encoding)
+    return replace(mapping, input=settings)
 
 
 def _terminal_style() -> Callable[[str, str], str]:
@@ -311,7 +346,7 @@ def send(inputs: tuple[str, ...], mapping_path: str, fmt: str | None, **options:
     Exit code 0 when every row was sent, 1 when some were not, 2 when nothing was sent,
     3 when the run stopped early (continue it with --resume), 130 when interrupted.
     """
-    mapping = load_mapping(mapping_path)
+    mapping = _load_mapping(mapping_path, options["delimiter"], options["encoding"])
     if options["dry_run"]:
         _dry_run(inputs, mapping, fmt)
     from backfill import runs
@@ -354,9 +389,10 @@ def send(inputs: tuple[str, ...], mapping_path: str, fmt: str | None, **options:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["csv", "tsv", "jsonl"]),
+    type=click.Choice(FORMAT_CHOICES),
     help="Input format for stdin; overrides the file extension.",
 )
+@dialect_options
 @send_options
 @reports_errors
 def retry(
@@ -391,7 +427,11 @@ def retry(
 
     run = runs.RetryRun(
         inputs=inputs,
-        mapping=load_mapping(mapping_path) if mapping_path else None,
+        mapping=(
+            _load_mapping(mapping_path, options["delimiter"], options["encoding"])
+            if mapping_path
+            else None
+        ),
         fmt=fmt,
         results_path=options["results_path"],
         from_results=results,

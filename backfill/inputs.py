@@ -12,6 +12,8 @@ only a name: none is read as a Polars pattern (``*``, ``^...$``).
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import csv
 import gzip
 import io
@@ -20,21 +22,34 @@ import math
 import os
 import queue
 import re
+import shutil
 import sys
+import tempfile
 import threading
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, BinaryIO, Literal, NamedTuple
+from typing import Any, BinaryIO, Literal, NamedTuple, cast
 
 import polars as pl
 
 from backfill.errors import InputError
+from backfill.locate import Located, object_storage, open_file
 
-Format = Literal["csv", "tsv", "jsonl"]
-FORMATS: dict[str, Format] = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+Format = Literal["csv", "tsv", "jsonl", "json", "parquet"]
+FORMATS: dict[str, Format] = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".parquet": "parquet",
+}
 SEPARATORS = {"csv": ",", "tsv": "\t"}
+SNIFFED_DELIMITERS = (",", ";", "\t", "|")  # delimiter = "auto" picks the commonest in the header
+PARQUET_MAGIC = b"PAR1"
+SNIFF_BYTES = 512  # read first, to tell a format by its start
+UNDECODABLE = "\uffff"  # put for bytes the input's encoding cannot read (a noncharacter)
 ROW = "__row"
 MALFORMED = "__malformed"
 LINE = "__line"
@@ -78,11 +93,27 @@ class InputFile:
     # Data already read from the stream while looking at the header.
     pending: bytearray = field(default_factory=bytearray)
     rows_read: int = field(default=0)
+    delimiter: str = ","
+    encoding: str = "utf-8"
+    parquet: pl.LazyFrame | None = None  # a Parquet input is scanned by Polars, not chunked
+    scratch: str | None = None  # a temporary copy to remove on close (Parquet in an archive)
 
     def close(self) -> None:
-        """Close the underlying stream (never stdin)."""
+        """Close the underlying stream (never stdin) and remove a scratch copy."""
         if self.name != "-":
             self.stream.close()
+        if self.scratch is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.scratch)
+            self.scratch = None
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How delimited text is written: delimiter (None: by format; "auto": sniffed), encoding."""
+
+    delimiter: str | None = None
+    encoding: str = "utf-8"
 
 
 class Chunk(NamedTuple):
@@ -105,65 +136,339 @@ def export_columns(batch: pl.DataFrame) -> pl.DataFrame:
     return kept.rename({v: k for k, v in RENAMED.items() if v in kept.columns})
 
 
-def detect_format(name: str, override: str | None) -> tuple[Format, bool]:
-    """The input's format and whether it is gzip-compressed, from its name or --format."""
-    lowered = name.lower()
-    compressed = lowered.endswith(".gz")
-    stem = lowered[:-3] if compressed else lowered
+def format_of_name(name: str, override: str | None) -> Format | None:
+    """The input's format from --format or its name (a .gz suffix aside); None if it says none."""
     if override is not None:
-        return FORMATS.get(f".{override}", "csv"), compressed
+        return FORMATS.get(f".{override}", "csv")
     if name == "-":
-        raise InputError("-: reading stdin needs --format csv, tsv or jsonl")
-    for ext, fmt in FORMATS.items():
-        if stem.endswith(ext):
-            return fmt, compressed
-    raise InputError(
-        f"{name}: unknown input format (expected .csv, .tsv, .jsonl or .ndjson,"
-        " optionally .gz; or give --format)"
-    )
+        raise InputError("-: reading stdin needs --format csv, tsv, jsonl, json or parquet")
+    stem = name.lower().removesuffix(".gz")
+    return next((fmt for ext, fmt in FORMATS.items() if stem.endswith(ext)), None)
 
 
-def open_input(name: str, format_override: str | None = None) -> InputFile:
-    """Open an input and read its columns; any problem is a one-line InputError."""
-    fmt, compressed = detect_format(name, format_override)
-    stream, size = _open_stream(name, compressed)
+def open_input(
+    source: Located | str, format_override: str | None = None, dialect: Dialect | None = None
+) -> InputFile:
+    """Open an input and read its columns; any problem is a one-line InputError.
+
+    Gzip is told by its magic bytes whatever the name; a name that says nothing of the
+    format (a bare .gz, say) is sniffed: Parquet by its magic bytes, JSON by its first byte.
+    """
+    unit = source if isinstance(source, Located) else Located(source, _opener(source), path=source)
+    name = unit.name
+    fmt = format_of_name(name, format_override)
+    stream = unit.opener()
     try:
+        stream = _ungzipped(stream, name)
+        head = _read(stream, name, 0, min(SNIFF_BYTES, BATCH_BYTES))
+        fmt = fmt or _sniffed(head, name)
+        if fmt == "parquet":
+            return _open_parquet(unit, stream, head)
+        stream = cast(BinaryIO, _Prefixed(head, stream))
+        if fmt == "json":
+            stream = _array_or_lines(stream, head, name)
+        dialect = dialect or Dialect()
+        if dialect.encoding.replace("_", "-").lower() not in ("utf-8", "utf8"):
+            stream = cast(BinaryIO, _Transcoded(stream, dialect.encoding, name))
         first = _read(stream, name, 0)
         if not first:
             raise InputError(f"{name}: file is empty (no header or rows)")
         first = first.removeprefix(BOM)
-        if fmt == "jsonl":
-            return _open_jsonl(name, stream, size, first)
-        return _open_delimited(name, fmt, stream, size, first)
+        if fmt in ("jsonl", "json"):
+            opened = _open_jsonl(name, stream, unit.size, first)
+        else:
+            opened = _open_delimited(name, fmt, stream, unit.size, first, dialect.delimiter)
+        opened.encoding = dialect.encoding
+        return opened
     except BaseException:
         if name != "-":
             stream.close()
         raise
 
 
-def _open_stream(name: str, compressed: bool) -> tuple[BinaryIO, int | None]:
-    """The raw byte stream of an input; gzip is checked by its magic bytes."""
-    if name == "-":
-        return sys.stdin.buffer, None
-    path = Path(name)
+def _opener(name: str) -> Callable[[], BinaryIO]:
+    """How to open a name given as a string: stdin, or a local file."""
+    return (lambda: sys.stdin.buffer) if name == "-" else (lambda: open_file(name))
+
+
+def _ungzipped(stream: BinaryIO, name: str) -> BinaryIO:
+    """The stream, decompressed when it starts with gzip's magic bytes."""
+    magic = _read(stream, name, 0, 2)
+    stream = cast(BinaryIO, _Prefixed(magic, stream))
+    if magic != GZIP_MAGIC:
+        return stream
+    return cast(BinaryIO, _Gunzipped(fileobj=stream, mode="rb"))
+
+
+class _Gunzipped(gzip.GzipFile):
+    """A gzip stream that closes the stream it reads from when it is closed."""
+
+    def close(self) -> None:
+        underlying = self.fileobj
+        super().close()
+        if isinstance(underlying, io.IOBase):
+            underlying.close()
+
+
+def _sniffed(head: bytes, name: str) -> Format:
+    """The format of an input whose name does not say: Parquet, JSON Lines or a JSON array."""
+    if head.startswith(PARQUET_MAGIC):
+        return "parquet"
+    first = head.removeprefix(BOM).lstrip(b" \t\r\n")[:1]
+    if first == b"{":
+        return "jsonl"
+    if first == b"[":
+        return "json"
+    raise InputError(
+        f"{name}: unknown input format (expected .csv, .tsv, .jsonl, .ndjson, .json or"
+        " .parquet, optionally .gz; or give --format)"
+    )
+
+
+class _Prefixed(io.RawIOBase):
+    """A stream with bytes already read from it put back in front."""
+
+    def __init__(self, head: bytes, stream: BinaryIO) -> None:
+        self.head = head
+        self.stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if not self.head:
+            return self.stream.read(size)
+        if size is None or size < 0:
+            taken, self.head = self.head + self.stream.read(), b""
+            return taken
+        taken, self.head = self.head[:size], self.head[size:]
+        if len(taken) < size:  # a short read would look like a short file to a sniffer
+            taken += self.stream.read(size - len(taken))
+        return taken
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self.stream.close()
+        super().close()
+
+
+class _Transcoded(io.RawIOBase):
+    """Text in another encoding read as UTF-8 bytes; what it cannot decode becomes UNDECODABLE."""
+
+    def __init__(self, stream: BinaryIO, encoding: str, name: str) -> None:
+        try:
+            self.decoder = codecs.getincrementaldecoder(encoding)(errors=UNDECODABLE_ERRORS)
+        except LookupError:
+            raise InputError(f"{name}: unknown encoding '{encoding}'") from None
+        self.stream = stream
+        self.done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        while not self.done:
+            raw = self.stream.read(size if size and size > 0 else BATCH_BYTES)
+            self.done = not raw
+            text = self.decoder.decode(raw, final=self.done)
+            if text:
+                return text.encode("utf-8", "surrogatepass")
+        return b""
+
+    def close(self) -> None:
+        self.stream.close()
+        super().close()
+
+
+def _mark_undecodable(error: UnicodeError) -> tuple[str, int]:
+    """Put UNDECODABLE where the encoding cannot read the input's bytes."""
+    if not isinstance(error, UnicodeDecodeError):
+        raise error
+    return UNDECODABLE, error.end
+
+
+UNDECODABLE_ERRORS = "backfill-undecodable"
+codecs.register_error(UNDECODABLE_ERRORS, _mark_undecodable)
+
+
+def _array_or_lines(stream: BinaryIO, head: bytes, name: str) -> BinaryIO:
+    """A .json input: JSON Lines as they are, or one JSON array read element by element."""
+    if head.removeprefix(BOM).lstrip(b" \t\r\n")[:1] != b"[":
+        return stream
+    return cast(BinaryIO, _ArrayLines(stream, name))
+
+
+class _ArrayLines(io.RawIOBase):
+    """One JSON array read as JSON Lines: each element on a line of its own, in order.
+
+    A streaming scan of the array's structure (strings, escapes, nesting): the array is
+    never held whole, however large, and each element's number is its line number.
+    """
+
+    SPECIAL = re.compile(rb'["\\\[\]{},\r\n]')
+
+    def __init__(self, stream: BinaryIO, name: str) -> None:
+        self.stream = stream
+        self.name = name
+        self.depth = 0
+        self.in_string = False
+        self.skip = 0  # bytes of the next block an escape covers (a backslash at a block end)
+        self.closed_array = False
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        while True:
+            raw = self.stream.read(BATCH_BYTES)
+            if not raw:
+                if self.depth:
+                    raise InputError(f"{self.name}: the JSON array is cut short (never closed)")
+                return b""
+            out = self._lines(raw)
+            if out:
+                return out
+
+    def close(self) -> None:
+        self.stream.close()
+        super().close()
+
+    def _lines(self, raw: bytes) -> bytes:
+        """A block of the array as lines: outer brackets out, element commas as newlines."""
+        out = bytearray()
+        start, skip_to = 0, self.skip
+        for found in self.SPECIAL.finditer(raw):
+            at = found.start()
+            if at < skip_to:
+                continue
+            char = raw[at : at + 1]
+            replacement = self._token(char, at)
+            if replacement is None:
+                if char == b"\\":
+                    skip_to = at + 2
+                continue
+            out += raw[start:at] + replacement
+            start = at + 1
+        self.skip = max(0, skip_to - len(raw))
+        return bytes(out + raw[start:]) if self.depth or start < len(raw) else bytes(out)
+
+    def _token(self, char: bytes, at: int) -> bytes | None:
+        """What a structural byte becomes in the lines, or None to keep it as it is."""
+        if self.in_string:
+            if char == b'"':
+                self.in_string = False
+            return None
+        if char == b'"':
+            self.in_string = True
+            return None
+        if char in b"\r\n":
+            return b" "  # a pretty-printed element is put on one line
+        if char in b"[{":
+            self.depth += 1
+            return b"" if self.depth == 1 and char == b"[" else None
+        if char in b"]}":
+            self.depth -= 1
+            return b"\n" if self.depth == 0 else None
+        return b"\n" if self.depth == 1 else None  # a comma between elements
+
+
+def _open_parquet(unit: Located, stream: BinaryIO, head: bytes) -> InputFile:
+    """Open a Parquet input for Polars to scan row group by row group.
+
+    A local file is scanned where it is, an object in a bucket through Polars' object store;
+    one inside an archive or gzip is first copied to a scratch file (Parquet needs random
+    access), removed when the input is closed.
+    """
+    scratch = None
+    if unit.remote is not None:
+        url, options = object_storage().parquet_source(unit.remote)
+        lazy = pl.scan_parquet(url, storage_options=options)
+    elif unit.path is not None and not isinstance(stream, gzip.GzipFile):
+        lazy = pl.scan_parquet(unit.path)
+    else:
+        fd, scratch = tempfile.mkstemp(prefix="backfill-", suffix=".parquet")
+        with os.fdopen(fd, "wb") as copy:
+            shutil.copyfileobj(_Prefixed(head, stream), copy, 1 << 20)
+        lazy = pl.scan_parquet(scratch)
     try:
-        raw: BinaryIO = path.open("rb")
-    except FileNotFoundError:
-        raise InputError(f"{name}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{name}: is a directory, not an input file") from None
-    except PermissionError:
-        raise InputError(f"{name}: permission denied") from None
-    except OSError as exc:
-        raise InputError(f"{name}: cannot open: {exc.strerror}") from None
-    size = os.fstat(raw.fileno()).st_size
-    if not compressed:
-        return raw, size
-    if raw.read(2) != GZIP_MAGIC:
-        raw.close()
-        raise InputError(f"{name}: not a gzip file (the name ends in .gz)")
-    raw.close()
-    return gzip.open(path, "rb"), size  # type: ignore[return-value]
+        schema = lazy.collect_schema()
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        if scratch is not None:
+            os.unlink(scratch)
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{unit.name}: not a readable Parquet file ({reason})") from None
+    inp = InputFile(unit.name, "parquet", list(schema.names()), stream, unit.size)
+    inp.parquet, inp.scratch = lazy, scratch
+    return inp
+
+
+def parquet_types(inp: InputFile) -> dict[str, pl.DataType]:
+    """A Parquet input's columns and their types."""
+    assert inp.parquet is not None
+    return dict(inp.parquet.collect_schema())
+
+
+def unreadable(dtype: pl.DataType) -> bool:
+    """Whether a Parquet column's type has no text form the rules can read."""
+    return isinstance(dtype, pl.Binary | pl.Object | pl.Time | pl.Duration)
+
+
+def require_readable(inp: InputFile, columns: Sequence[str]) -> None:
+    """Refuse, before any row is read, a Parquet column of a type with no text form."""
+    if inp.format != "parquet":
+        return
+    types = parquet_types(inp)
+    for column in columns:
+        if column in types and unreadable(types[column]):
+            raise InputError(
+                f"{inp.name}: column '{column}' is of the Parquet type {types[column]},"
+                " which has no text form to read"
+            )
+
+
+def _parquet_frames(inp: InputFile, batch_bytes: int) -> Iterator[pl.DataFrame]:
+    """A Parquet input's rows in batches, every column as the text the rules read.
+
+    Native types are read as what they are: a timestamp as an ISO time (a naive one takes
+    the mapping's time zone), a struct or list as its JSON text, for paths into it.
+    """
+    assert inp.parquet is not None
+    types = parquet_types(inp)
+    kept = [i for i, dtype in enumerate(types.values()) if not unreadable(dtype)]
+    names = list(types)
+    texts = [_as_text(pl.nth(i), types[names[i]]).alias(frame_column(names[i])) for i in kept]
+    rows = max(1024, batch_bytes // 128)  # Parquet rows are compact: about what a CSV chunk holds
+    scan = inp.parquet.select(texts).with_row_index(ROW, offset=1)
+    try:
+        for batch in scan.collect_batches(chunk_size=rows):
+            yield batch.select(
+                pl.col(ROW).cast(pl.Int64),
+                pl.lit(None, pl.String).alias(MALFORMED),
+                pl.all().exclude(ROW),
+            )
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{inp.name}: cannot read after row {inp.rows_read}: {reason}") from None
+
+
+def _as_text(column: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    """A Parquet column as text: numbers as written, times in ISO 8601, nested values as JSON."""
+    if isinstance(dtype, pl.Datetime):
+        if dtype.time_zone is None:
+            return column.dt.strftime("%Y-%m-%dT%H:%M:%S%.f")
+        return column.dt.convert_time_zone("UTC").dt.strftime("%Y-%m-%dT%H:%M:%S%.fZ")
+    if isinstance(dtype, pl.Date):
+        return column.dt.strftime("%Y-%m-%d")
+    if isinstance(dtype, pl.Struct):
+        return column.struct.json_encode()
+    if isinstance(dtype, pl.List | pl.Array):
+        wrapped = pl.struct(column.alias("v")).struct.json_encode()
+        return wrapped.str.strip_prefix('{"v":').str.strip_suffix("}")
+    return column.cast(pl.String)
 
 
 def _read(stream: BinaryIO, name: str, rows_before: int, size: int | None = None) -> bytes:
@@ -179,9 +484,14 @@ def _read(stream: BinaryIO, name: str, rows_before: int, size: int | None = None
 
 
 def _open_delimited(
-    name: str, fmt: Format, stream: BinaryIO, size: int | None, first: bytes
+    name: str,
+    fmt: Format,
+    stream: BinaryIO,
+    size: int | None,
+    first: bytes,
+    delimiter: str | None = None,
 ) -> InputFile:
-    """Read the header record of a CSV/TSV input."""
+    """Read the header record of a delimited input; "auto" sniffs the delimiter from it."""
     buf, eof = bytearray(first), False
     end = _first_record_end(buf)
     if end < 0:
@@ -194,9 +504,26 @@ def _open_delimited(
         header_text = buf[:end].decode("utf-8")
     except UnicodeDecodeError:
         raise InputError(f"{name}: the header row is not valid UTF-8") from None
-    header = next(csv.reader(io.StringIO(header_text), delimiter=SEPARATORS[fmt]), [])
+    if UNDECODABLE in header_text:
+        raise InputError(f"{name}: the header row has bytes its encoding cannot read")
+    sep = delimiter or SEPARATORS.get(fmt, ",")
+    if sep == "auto":
+        sep = sniff_delimiter(header_text)
+    if len(sep) != 1 or sep in '"\r\n':
+        raise InputError(f"{name}: the delimiter must be one character (not a quote), got {sep!r}")
+    header = next(csv.reader(io.StringIO(header_text), delimiter=sep), [])
     columns = _column_names(name, header)
-    return InputFile(name, fmt, columns, stream, size, pending=buf[end + 1 :])
+    inp = InputFile(name, fmt, columns, stream, size, pending=buf[end + 1 :])
+    inp.delimiter = sep
+    return inp
+
+
+def sniff_delimiter(header: str) -> str:
+    """The delimiter a header line uses most of ",", ";", tab and "|" (outside quotes)."""
+    unquoted = "".join(header.split('"')[::2])
+    counts = {d: unquoted.count(d) for d in SNIFFED_DELIMITERS}
+    best = max(SNIFFED_DELIMITERS, key=lambda d: counts[d])
+    return best if counts[best] else ","
 
 
 def _column_names(name: str, header: list[str]) -> list[str]:
@@ -412,6 +739,11 @@ def batches(
     """
     if any(not c.strip() for c in columns):
         raise ValueError("a column name cannot be blank")
+    if inp.format == "parquet":
+        for frame in _parquet_frames(inp, batch_bytes or BATCH_BYTES):
+            inp.rows_read += frame.height
+            yield frame
+        return
     number = 0  # records so far (CSV) or lines so far (JSONL)
     for chunk in _chunks(inp, batch_bytes or BATCH_BYTES, _chunk_lines(inp)):
         if chunk.too_long:
@@ -425,7 +757,29 @@ def batches(
             number += frame.height
         inp.rows_read += frame.height
         if frame.height:
-            yield frame
+            yield _undecodable_marked(frame, inp)
+
+
+def _undecodable_marked(frame: pl.DataFrame, inp: InputFile) -> pl.DataFrame:
+    """A frame whose rows with bytes the input's encoding cannot read are malformed, naming
+    the first such column."""
+    if inp.encoding.replace("_", "-").lower() in ("utf-8", "utf8"):
+        return frame  # UTF-8 inputs are checked as they are parsed
+    found = []
+    for i, name in enumerate(frame.columns):
+        if name in (ROW, MALFORMED):
+            continue
+        where = "" if name == LINE else f"column '{export_name(name)}': "
+        bad = pl.nth(i).str.contains(UNDECODABLE, literal=True)
+        found.append(pl.when(bad).then(pl.lit(f"{where}bytes that are not {inp.encoding}")))
+    if not found:
+        return frame
+    return frame.with_columns(pl.coalesce(MALFORMED, *found).alias(MALFORMED))
+
+
+def export_name(column: str) -> str:
+    """An export's own name of a batch column (the reverse of frame_column)."""
+    return next((k for k, v in RENAMED.items() if v == column), column)
 
 
 def _not_read(inp: InputFile, columns: Sequence[str], row: int) -> pl.DataFrame:
@@ -540,7 +894,7 @@ def _delimited_frame(
         # Polars' reader costs some KiB a column for each piece it splits a chunk into; and
         # one record of that many lines is not a chunk to check line by line.
         return _delimited_slow(chunk, inp, rows_before)
-    sep = SEPARATORS[inp.format]
+    sep = inp.delimiter
     try:
         lines = _raw_lines(chunk)
         frame = pl.read_csv(
@@ -657,7 +1011,7 @@ def _delimited_slow(chunk: bytes, inp: InputFile, rows_before: int) -> pl.DataFr
     """Parse a chunk record by record with the csv module (bad bytes, stray quotes, newlines)."""
     text = chunk.decode("utf-8", errors="surrogateescape")
     utf8 = not _has_bad_bytes(text)  # then no value is checked or cleaned one by one
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=SEPARATORS[inp.format])
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=inp.delimiter)
     expected = len(inp.columns)
     rows: list[list[str]] = []
     problems: list[str | None] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import math
 import tomllib
@@ -21,7 +22,8 @@ SnakeCaseMode = Literal["reject", "convert"]
 IdentifierType = Literal["string", "number", "json"]
 Normalize = Literal["none", "lowercase", "uppercase"]
 
-TOP_KEYS = ("fields", "identifier", "props", "filter")
+TOP_KEYS = ("fields", "identifier", "props", "filter", "input")
+INPUT_KEYS = ("delimiter", "encoding", "decimal_comma")
 FIELD_KEYS = ("embeddable_id", "timestamp", "custom_event_name")
 IDENTIFIER_KEYS = ("key", "value")
 PROPS_KEYS = ("metrics", "dimensions", "columns", "json_column", "rename", "drop")
@@ -110,6 +112,15 @@ class Identifier:
 
 
 @dataclass(frozen=True)
+class InputSettings:
+    """How delimited exports are written: the [input] table (the command line may override)."""
+
+    delimiter: str | None = None  # None: by the file's kind (, for .csv, tab for .tsv); "auto"
+    encoding: str = "utf-8"
+    decimal_comma: bool = False  # metric cells like 12,50 and 1.234,50
+
+
+@dataclass(frozen=True)
 class Filter:
     """Which rows are not events to send: raw-value rules, a time window and a dedupe key."""
 
@@ -156,6 +167,7 @@ class Mapping:
     strip_prefix: tuple[str, ...] = ()
     timestamp_unit: TimeUnit | None = None  # epoch numbers read in this unit, whatever their size
     filter: Filter = field(default_factory=Filter)
+    input: InputSettings = field(default_factory=InputSettings)
     prop_keys: dict[str, str] = field(default_factory=dict)  # props entry -> key, once resolved
 
     def sources(self) -> tuple[Source, ...]:
@@ -272,9 +284,42 @@ def _parse(doc: dict[str, Any], name: str, text: str) -> Mapping:
         drop=_str_list(props, "drop", name),
         rename=_rename(props, name),
         filter=_filter(doc, name),
+        input=_input(doc, name),
     )
     _check_props(mapping)
     return mapping
+
+
+def _input(doc: dict[str, Any], name: str) -> InputSettings:
+    """The [input] table: delimiter, encoding and decimal commas of delimited exports."""
+    table = _table(doc, "input", name, required=False)
+    _check_keys(table, INPUT_KEYS, name, "input")
+    delimiter = _optional_str(table, "delimiter", name, "input")
+    if delimiter is not None:
+        delimiter = check_delimiter(delimiter, f"{name}: input.delimiter")
+    encoding = _optional_str(table, "encoding", name, "input") or "utf-8"
+    check_encoding(encoding, f"{name}: input.encoding")
+    comma = table.get("decimal_comma", False)
+    if not isinstance(comma, bool):
+        raise MappingError(f"{name}: input.decimal_comma must be true or false")
+    return InputSettings(delimiter, encoding, comma)
+
+
+def check_delimiter(delimiter: str, where: str) -> str:
+    """A delimiter: one character other than a quote or line end, or "auto"."""
+    if delimiter == "auto" or (len(delimiter) == 1 and delimiter not in '"\r\n'):
+        return delimiter
+    raise MappingError(
+        f'{where} must be one character (",", ";", "\\t", "|") or "auto", got {delimiter!r}'
+    )
+
+
+def check_encoding(encoding: str, where: str) -> None:
+    """Refuse an encoding Python does not know."""
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise MappingError(f"{where}: unknown encoding '{encoding}'") from None
 
 
 def _identifiers(doc: dict[str, Any], name: str) -> tuple[Identifier, ...]:

@@ -527,7 +527,7 @@ def _with_props(frame: pl.DataFrame, mapping: Mapping, members: bool) -> pl.Data
         )
         if columns:
             frame = _merged_in_python(frame, m, columns, pl.lit(True))
-    bad = [_bad_metric(c) for c in m.metrics]
+    bad = [_bad_metric(c, m.input.decimal_comma) for c in m.metrics]
     return frame.with_columns((pl.any_horizontal(bad) if bad else pl.lit(False)).alias(BAD_METRIC))
 
 
@@ -538,7 +538,7 @@ def _with_props_text(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
     for i, column in enumerate(text_props):
         member = _member(m.prop_name(column), json_literal(_cell(column))).alias(f"__text{i}")
         frame = per_distinct(frame, [_in(column)], _adding(member))
-    metrics = [_member(m.prop_name(c), _metric(c)) for c in m.metrics]
+    metrics = [_member(m.prop_name(c), _metric(c, m.input.decimal_comma)) for c in m.metrics]
     dims = [pl.col(f"__text{i}") for i in range(len(m.dimensions))]
     cols = [pl.col(f"__text{i}") for i in range(len(m.dimensions), len(text_props))]
     frame = frame.with_columns(
@@ -718,17 +718,25 @@ def _json_object(column: str) -> tuple[pl.Expr, pl.Expr]:
     )
 
 
-def _metric(column: str) -> pl.Expr:
-    """A metric cell as JSON number text, or null when blank or not a number."""
+def _metric_cell(column: str, comma: bool) -> pl.Expr:
+    """A metric cell as trimmed text; with decimal commas, 1.234,50 read as 1234.50."""
     text = _cell(column)
+    if comma:
+        text = text.str.replace_all(".", "", literal=True).str.replace(",", ".", literal=True)
+    return text
+
+
+def _metric(column: str, comma: bool = False) -> pl.Expr:
+    """A metric cell as JSON number text, or null when blank or not a number."""
+    text = _metric_cell(column, comma)
     number = text.cast(pl.Float64, strict=False)
     as_json = pl.when(text.str.contains(JSON_NUMBER)).then(text).otherwise(number.cast(pl.String))
     return pl.when(number.is_finite()).then(as_json)
 
 
-def _bad_metric(column: str) -> pl.Expr:
+def _bad_metric(column: str, comma: bool = False) -> pl.Expr:
     """Whether a metric cell is present but not a finite number."""
-    text = _cell(column)
+    text = _metric_cell(column, comma)
     return text.is_not_null() & ~text.cast(pl.Float64, strict=False).is_finite().fill_null(False)
 
 
@@ -903,7 +911,7 @@ def _message(mapping: Mapping) -> pl.Expr:
                 + pl.lit(f" is not valid {a.type}")
             ),
         ),
-        Reason.BAD_METRIC: _bad_metric_message(m.metrics),
+        Reason.BAD_METRIC: _bad_metric_message(m.metrics, m.input.decimal_comma),
         Reason.BAD_PROPS: _bad_props_message(m),
     }
     expr: pl.Expr = pl.lit(None, pl.String)
@@ -944,19 +952,19 @@ def _bad_props_message(mapping: Mapping) -> pl.Expr:
     return expr
 
 
-def _bad_metric_message(metrics: tuple[str, ...]) -> pl.Expr:
+def _bad_metric_message(metrics: tuple[str, ...], comma: bool) -> pl.Expr:
     """The first metric column that is not a finite number, with its value."""
     expr: pl.Expr = pl.lit(None, pl.String)
     for column in reversed(metrics):
         # 'inf' and 'NaN' read as floats: saying "not a number" of them would puzzle.
-        number = _cell(column).cast(pl.Float64, strict=False)
+        number = _metric_cell(column, comma).cast(pl.Float64, strict=False)
         what = pl.when(number.is_null()).then(pl.lit(" is not a number"))
         text = (
             pl.lit(f"column '{column}': ")
             + _quoted(_in(column))
             + what.otherwise(pl.lit(" is not a finite number"))
         )
-        expr = pl.when(_bad_metric(column)).then(text).otherwise(expr)
+        expr = pl.when(_bad_metric(column, comma)).then(text).otherwise(expr)
     return expr
 
 

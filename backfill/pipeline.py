@@ -25,12 +25,15 @@ from backfill.inputs import (
     LINE,
     ROW,
     WIDE,
+    Dialect,
     InputFile,
     batches,
     export_columns,
     open_input,
     read_ahead,
+    require_readable,
 )
+from backfill.locate import Located, locate
 from backfill.mapping import Mapping
 from backfill.payloads import (
     DEDUPE_KEY,
@@ -61,29 +64,53 @@ class CheckedBatch:
     checked: pl.DataFrame
 
 
-def open_inputs(paths: Sequence[str], mapping: Mapping, fmt: str | None = None) -> list[InputFile]:
-    """Open every input and check the mapping against it before any row is read."""
+def open_inputs(
+    paths: Sequence[str], mapping: Mapping, fmt: str | None = None, dialect: Dialect | None = None
+) -> list[InputFile]:
+    """Open every input each argument names and check the mapping before any row is read."""
     if not paths:
         raise InputError("no input given")
     if sum(1 for p in paths if p == "-") > 1:
         raise InputError("-: stdin can be given only once")
-    files = [p for p in paths if p != "-" and Path(p).is_file()]
-    for i, path in enumerate(files):
-        for earlier in files[:i]:
-            if Path(path).samefile(earlier):
-                raise InputError(
-                    f"{path}: given twice (as {earlier}); every row would be sent twice"
-                )
+    units = [unit for path in paths for unit in locate(path)]
+    _refuse_twice(units)
+    dialect = dialect or mapping_dialect(mapping)
     opened: list[InputFile] = []
     try:
-        for path in paths:
-            opened.append(open_input(path, fmt))
-        sources.resolve(mapping, opened)  # refuses a source no input has, before any row
+        for unit in units:
+            opened.append(open_input(unit, fmt, dialect))
+        _, plans = sources.resolve(mapping, opened)  # refuses a source no input has
+        for inp in opened:
+            require_readable(inp, plans[inp.name].reads)
     except BaseException:
         for inp in opened:
             inp.close()
         raise
     return opened
+
+
+def mapping_dialect(mapping: Mapping) -> Dialect:
+    """The CSV dialect the mapping's [input] table gives (the defaults without one)."""
+    return Dialect(mapping.input.delimiter, mapping.input.encoding)
+
+
+def _refuse_twice(units: Sequence[Located]) -> None:
+    """Refuse an input named twice (by two arguments, or a file and its directory)."""
+    seen: dict[str, str] = {}
+    files: list[Located] = []
+    for unit in units:
+        if unit.name in seen:
+            raise InputError(f"{unit.name}: given twice; every row would be sent twice")
+        seen[unit.name] = unit.name
+        if unit.path is not None and Path(unit.path).is_file():
+            for earlier in files:
+                assert earlier.path is not None
+                if Path(unit.path).samefile(earlier.path):
+                    raise InputError(
+                        f"{unit.name}: given twice (as {earlier.name}); every row would be"
+                        " sent twice"
+                    )
+            files.append(unit)
 
 
 def check_outputs(outputs: Sequence[str | None], inputs: Sequence[str]) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import io
 import json
 import os
@@ -440,22 +439,6 @@ def run_record_path(results_path: str) -> str:
     return results_path + RUN_SUFFIX
 
 
-def fingerprint(path: str) -> dict[str, object]:
-    """An input as the run saw it: its size and a hash of its whole content.
-
-    The whole content, not samples of it: two rows swapped in the middle of an export would
-    make one event go twice and another never. Hashing runs at disk speed (about 1 GB/s),
-    a small price next to sending the same rows over a network.
-    """
-    try:
-        with open(path, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            digest = hashlib.file_digest(handle, "sha256")
-    except OSError as exc:
-        raise ResultsFileError(f"{path}: cannot read: {exc.strerror}") from None
-    return {"path": path, "size": size, "sha256": digest.hexdigest()}
-
-
 def write_run_record(results_path: str, record: dict[str, object]) -> None:
     """Write the run record (readable by its owner only), whole or not at all.
 
@@ -526,6 +509,7 @@ def _difference(key: str, saved: object, now: object) -> str:
     words = {
         "mapping_sha256": "the mapping file has changed since the run started",
         "target": f"it was started against {saved}, not {now}",
+        "input": f"it was started with the CSV dialect {saved}, not {now}",
     }
     return words.get(key, f"it was started with {key} {saved!r}, not {now!r}")
 

@@ -6,6 +6,7 @@ credentials, the inputs and mapping, and on --resume the run record beside the r
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -24,6 +25,7 @@ from backfill import pipeline
 from backfill.codes import LAST_UNANSWERED, Status
 from backfill.errors import ExitCode, MappingError, ResultsFileError, UsageError
 from backfill.inputs import InputFile
+from backfill.locate import fingerprint, fingerprint_argument
 from backfill.mapping import Mapping
 from backfill.results import (
     ResultsLock,
@@ -33,7 +35,6 @@ from backfill.results import (
     discard_broken_tail,
     exists_error,
     final_rows,
-    fingerprint,
     read_results,
     read_run_record,
     write_run_record,
@@ -88,7 +89,7 @@ def run_send(run: SendRun, on_progress: Progress = None) -> tuple[Summary, ExitC
     with ResultsLock(run.results_path):
         identity = {
             "command": "send",
-            "inputs": [_fingerprint(p) for p in run.inputs],
+            "inputs": [fingerprint_argument(p) for p in run.inputs],
             **_common_identity(run),
         }
         summary = Summary(run.results_path)
@@ -121,9 +122,9 @@ def _retry_locked(run: RetryRun, on_progress: Progress) -> tuple[Summary, ExitCo
     """A retry, once its results file is locked."""
     identity = {
         "command": "retry",
-        "from": _fingerprint(run.from_results),
+        "from": fingerprint(run.from_results),
         "statuses": sorted(run.statuses),
-        "inputs": [_fingerprint(p) for p in run.inputs],
+        "inputs": [fingerprint_argument(p) for p in run.inputs],
         **_common_identity(run),
     }
     summary = Summary(run.results_path)
@@ -134,7 +135,8 @@ def _retry_locked(run: RetryRun, on_progress: Progress) -> tuple[Summary, ExitCo
         return _send_items(run, identity, summary, items, on_progress, [])
     _check_inputs_unchanged(run)
     inputs = pipeline.open_inputs(run.inputs, run.mapping, run.fmt)
-    missing = [s for s in selected.sources() if s not in run.inputs]
+    names = {inp.name for inp in inputs}  # files, archive members and objects, as read
+    missing = [s for s in selected.sources() if s not in names]
     if missing:
         for inp in inputs:
             inp.close()
@@ -166,8 +168,10 @@ def _common_identity(run: SendRun) -> dict[str, object]:
     if run.mapping is not None:
         meaning = json.dumps(tomllib.loads(run.mapping.text), sort_keys=True, default=str)
         digest = hashlib.sha256(meaning.encode()).hexdigest()
+    dialect = None if run.mapping is None else dataclasses.asdict(run.mapping.input)
     return {
         "mapping_sha256": digest,
+        "input": dialect,  # the CSV dialect, which the command line may set
         "project_id": run.target.project_id,
         "target": _target_kind(run),
     }
@@ -182,11 +186,6 @@ def _target_kind(run: SendRun) -> str:
         return "the built-in sandbox"
     host = urlsplit(run.target.base_url).hostname or ""
     return "a server on this machine" if is_loopback(host) else host
-
-
-def _fingerprint(path: str) -> dict[str, object]:
-    """An input's fingerprint; stdin has none."""
-    return {"path": "-"} if path == "-" else fingerprint(path)
 
 
 def _check_outputs(run: SendRun) -> None:
@@ -272,7 +271,7 @@ def _check_inputs_unchanged(run: RetryRun) -> None:
         return
     before = {i.get("path"): i for i in recorded if isinstance(i, dict)}
     for path in run.inputs:
-        if path in before and path != "-" and fingerprint(path) != before[path]:
+        if path in before and path != "-" and fingerprint_argument(path) != before[path]:
             raise UsageError(
                 f"{path} has changed since the run that wrote {run.from_results}:"
                 " its row numbers may no longer be the same rows"

