@@ -266,6 +266,7 @@ class _Transcoded(io.RawIOBase):
             raise InputError(f"{name}: unknown encoding '{encoding}'") from None
         self.stream = stream
         self.done = False
+        self.name, self.encoding = name, encoding
 
     def readable(self) -> bool:
         return True
@@ -274,7 +275,12 @@ class _Transcoded(io.RawIOBase):
         while not self.done:
             raw = self.stream.read(size if size and size > 0 else BATCH_BYTES)
             self.done = not raw
-            text = self.decoder.decode(raw, final=self.done)
+            try:
+                text = self.decoder.decode(raw, final=self.done)
+            except UnicodeError as exc:  # UTF-16 without its byte order mark, say
+                raise InputError(
+                    f"{self.name}: cannot be read as {self.encoding} ({exc})"
+                ) from None
             if text:
                 return text.encode("utf-8", "surrogatepass")
         return b""

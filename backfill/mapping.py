@@ -294,8 +294,10 @@ def _input(doc: dict[str, Any], name: str) -> InputSettings:
     """The [input] table: delimiter, encoding and decimal commas of delimited exports."""
     table = _table(doc, "input", name, required=False)
     _check_keys(table, INPUT_KEYS, name, "input")
-    delimiter = _optional_str(table, "delimiter", name, "input")
+    delimiter = table.get("delimiter")  # not trimmed: "\t" is a delimiter
     if delimiter is not None:
+        if not isinstance(delimiter, str):
+            raise MappingError(f"{name}: input.delimiter must be a string")
         delimiter = check_delimiter(delimiter, f"{name}: input.delimiter")
     encoding = _optional_str(table, "encoding", name, "input") or "utf-8"
     check_encoding(encoding, f"{name}: input.encoding")

@@ -24,6 +24,7 @@ EPOCH = r"^[0-9]{9,19}(\.[0-9]+)?$"  # seconds to nanoseconds, by the number of 
 ANY_EPOCH = r"^[0-9]+(\.[0-9]+)?$"  # when the mapping gives the unit
 UTC_OFFSET = r"^[+-]([01][0-9]|2[0-3])(:?[0-5][0-9])?$"
 CONVERTIBLE_NAME = r"^[A-Za-z0-9 _\-./]+$"
+DECIMAL_COMMA = r"^[+-]?([0-9]{1,3}(\.[0-9]{3})+|[0-9]+)(,[0-9]+)?$"  # 1.234,50 or 12,5
 TYPED_VALUES = ("string_value", "int_value", "double_value", "float_value")  # GA4's value fields
 FUTURE_TOLERANCE = timedelta(minutes=5)
 UNWRAP_LEVELS = 3
@@ -722,7 +723,10 @@ def _metric_cell(column: str, comma: bool) -> pl.Expr:
     """A metric cell as trimmed text; with decimal commas, 1.234,50 read as 1234.50."""
     text = _cell(column)
     if comma:
-        text = text.str.replace_all(".", "", literal=True).str.replace(",", ".", literal=True)
+        # Only dots that group thousands (1.234,50): "12.5" is ambiguous, so not a number.
+        plain = text.str.replace_all(".", "", literal=True).str.replace(",", ".", literal=True)
+        readable = text.str.contains(DECIMAL_COMMA)
+        text = pl.when(readable).then(plain).when(text.is_not_null()).then(pl.lit("?"))
     return text
 
 

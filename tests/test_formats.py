@@ -325,3 +325,40 @@ def test_a_bad_dialect_is_refused(
     write("s.csv", "event,time,email\n")
     result = run("validate", "s.csv", "-m", "m.toml", *args)
     assert (result.exit_code, result.output) == (2, message)
+
+
+def test_decimal_commas_never_misread_a_dot(write: Write, run: Run) -> None:
+    lines = ["event;time;email;n"] + [
+        f"e;2024-03-01T12:00:00Z;a@x;{n}" for n in ("12,5", "1.234,50", "-3", "12.5", "1.23")
+    ]
+    write("s.csv", "\n".join(lines) + "\n")
+    write(
+        "m.toml",
+        MAPPING + '[props]\nmetrics = ["n"]\n[input]\ndelimiter = ";"\ndecimal_comma = true\n',
+    )
+    records = sent(run, "s.csv")
+    metrics = [
+        json.loads(json.loads(r["payload"])["custom_event_props"])["payload_metrics"]["n"]
+        if r["payload"]
+        else r["message"]
+        for r in records
+    ]
+    assert metrics == [
+        12.5,
+        1234.5,
+        -3,
+        "column 'n': '12.5' is not a number",  # a dot that groups no thousands: ambiguous
+        "column 'n': '1.23' is not a number",
+    ]
+
+
+def test_a_tab_delimiter_in_the_mapping_and_a_utf16_file_without_its_mark(
+    write: Write, run: Run
+) -> None:
+    write("s.csv", "event\ttime\temail\ne1\t2024-03-01T12:00:00Z\ta@x.io\n")
+    write("m.toml", MAPPING + '[input]\ndelimiter = "\\t"\n')
+    assert report(run, "s.csv")["valid"] == 1
+    write("u.csv", "event,time,email\n".encode("utf-16-le"))
+    result = run("validate", "u.csv", "-m", "m.toml", "--encoding", "utf-16")
+    assert result.exit_code == 2
+    assert result.output.startswith("error: u.csv: cannot be read as utf-16 (")
