@@ -17,8 +17,9 @@ import pytest
 
 from backfill.cli import cli
 from backfill.errors import InputError
-from backfill.guess import PRESET_NAMES, PRESETS, guess_any, guess_mapping, read_sample
+from backfill.guess import guess_any, guess_mapping, read_sample
 from backfill.mapping import load_mapping
+from backfill.presets import PRESET_NAMES, PRESETS
 from tests.conftest import Run, Write
 
 DATA = Path(__file__).parent / "data"
