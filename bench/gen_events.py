@@ -16,12 +16,20 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gzip
 import json
 import random
+import shutil
 import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import polars as pl
 
 COLUMNS = [
     "event_id",
@@ -430,3 +438,108 @@ def generated_properties_copy(source: Path, path: Path) -> Path:
     expected_path(path).write_text(expected_path(source).read_text(encoding="utf-8"), "utf-8")
     print(f"  done in {time.perf_counter() - started:.1f} s", flush=True)
     return path
+
+
+# --- The same events in other forms (bench/inputs.py) -----------------------------------------
+
+# Rows per Parquet row group: what an export tool typically writes, and several per file.
+PARQUET_ROW_GROUP = 100_000
+# The directory form: the events split into this many Parquet files, in name order.
+PARQUET_PARTS = 10
+
+
+def write_gzip_copy(source: Path, path: Path, level: int = 6) -> None:
+    """``source`` gzip-compressed (gzip's default level), streaming."""
+    with source.open("rb") as inp, gzip.open(path, "wb", compresslevel=level) as out:
+        shutil.copyfileobj(inp, out, 1 << 20)
+
+
+def _as_text_frame(source: Path) -> pl.LazyFrame:
+    """A ``write_events`` CSV as Polars reads it with every column a string (empty = null).
+
+    Strings, not inferred types: the planted problems (``yesterday`` in a timestamp column,
+    ``n/a`` in the amount) must survive, so the validator's counts stay the CSV's.
+    """
+    import polars as pl  # here, not at the top: the CSV generator needs no Polars
+
+    return pl.scan_csv(source, infer_schema=False)
+
+
+def write_jsonl_copy(source: Path, path: Path) -> None:
+    """``source`` as JSON Lines, one object per row, an empty cell as ``null``, streaming."""
+    _as_text_frame(source).sink_ndjson(path)
+
+
+def write_parquet_copy(source: Path, path: Path, row_group: int = PARQUET_ROW_GROUP) -> None:
+    """``source`` as one Parquet file (string columns, ``row_group`` rows a group), streaming."""
+    _as_text_frame(source).sink_parquet(path, row_group_size=row_group)
+
+
+def write_parquet_parts(
+    parquet: Path, directory: Path, parts: int = PARQUET_PARTS, row_group: int = PARQUET_ROW_GROUP
+) -> list[Path]:
+    """The rows of ``parquet`` split, in order, into ``parts`` files ``part-00.parquet``, ...
+
+    Name order is row order, so the directory holds the same events in the same order.
+    """
+    import polars as pl
+
+    rows = pl.scan_parquet(parquet).select(pl.len()).collect().item()
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for part in range(parts):
+        first, last = rows * part // parts, rows * (part + 1) // parts
+        path = directory / f"part-{part:02d}.parquet"
+        pl.scan_parquet(parquet).slice(first, last - first).sink_parquet(
+            path, row_group_size=row_group
+        )
+        written.append(path)
+    return written
+
+
+# The forms of bench/inputs.py, in table order; "Parquet, 10 files" is a directory.
+FORMS = ["CSV", "CSV.gz", "JSONL", "Parquet", f"Parquet, {PARQUET_PARTS} files"]
+
+
+def form_paths(source: Path) -> dict[str, Path]:
+    """Where each form of the ``write_events`` CSV ``source`` is kept, beside it."""
+    stem = source.with_suffix("")
+    return {
+        "CSV": source,
+        "CSV.gz": source.with_name(source.name + ".gz"),
+        "JSONL": stem.with_suffix(".jsonl"),
+        "Parquet": stem.with_suffix(".parquet"),
+        FORMS[4]: stem.with_name(stem.name + "_parts"),
+    }
+
+
+def generated_forms(source: Path) -> dict[str, Path]:
+    """Every form of ``source`` (a ``generated`` CSV), each written now if missing or older.
+
+    Each file (and the directory) gets the source's ``.expected.json``: the same rows, so the
+    same planted counts.
+    """
+    paths = form_paths(source)
+    writers: dict[str, Callable[[Path], object]] = {
+        "CSV.gz": lambda path: write_gzip_copy(source, path),
+        "JSONL": lambda path: write_jsonl_copy(source, path),
+        "Parquet": lambda path: write_parquet_copy(source, path),
+        FORMS[4]: lambda path: write_parquet_parts(paths["Parquet"], path),
+    }
+    for form, write in writers.items():  # the directory after the Parquet file it splits
+        path = paths[form]
+        done = expected_path(path)
+        if done.exists() and done.stat().st_mtime >= source.stat().st_mtime and path.exists():
+            continue
+        print(f"writing {path.name} ({form} of {source.name}) ...", flush=True)
+        started = time.perf_counter()
+        partial = path.with_name(path.name + ".partial")
+        if partial.is_dir():
+            shutil.rmtree(partial)
+        write(partial)
+        if path.is_dir():
+            shutil.rmtree(path)
+        partial.replace(path)  # an interrupted run must not leave a short file that looks whole
+        done.write_text(expected_path(source).read_text(encoding="utf-8"), "utf-8")
+        print(f"  done in {time.perf_counter() - started:.1f} s", flush=True)
+    return paths
