@@ -1,0 +1,410 @@
+"""Objects in S3 (and S3-compatible servers) and Google Cloud Storage: listed, fingerprinted
+and streamed with bounded memory.
+
+fsspec's s3fs and gcsfs do the reading: they give seekable file objects that fetch ranged
+blocks as they are read (a byte stream is what the CSV/JSONL chunker reads), and they follow
+each cloud's own credential chain. Both are optional extras, imported only when a bucket is read.
+
+- S3: botocore's chain: ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSION_TOKEN``,
+  ``AWS_PROFILE`` and ~/.aws, SSO, container and instance roles. botocore itself honours
+  ``AWS_ENDPOINT_URL`` (and ``AWS_ENDPOINT_URL_S3``, or ``endpoint_url`` in ~/.aws/config), so
+  any S3-compatible server is reached without passing an endpoint here.
+- GCS: ``GOOGLE_APPLICATION_CREDENTIALS``, gcloud's application-default credentials, the
+  metadata server. gcsfs honours ``STORAGE_EMULATOR_HOST``; an emulator is spoken to without
+  credentials and through gcsfs's JSON-API class, since the default class asks a gRPC control
+  API about every bucket it opens, which emulators do not serve (each open waits 60 s).
+
+Parquet needs random access by row group, so Polars reads it through its own object store:
+``parquet_source`` gives the options that reach the same object. Polars resolves credentials
+itself (boto3's chain when boto3 is installed, else its own reading of the environment,
+~/.aws and the instance role; google-auth's chain for GCS). Behind ``STORAGE_EMULATOR_HOST``
+object_store is pointed at the emulator through a service-account key's ``gcs_base_url``: it
+reaches gcp-storage-emulator that way, but that emulator's object GET lacks the Last-Modified
+header object_store requires, so GCS Parquet is not tested against it.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import logging
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, BinaryIO, TypeVar
+from urllib.parse import urlsplit
+
+from backfill.errors import InputError
+
+S3 = "s3://"
+GCS = "gs://"
+BLOCK_SIZE = 4 * 2**20  # one ranged GET per 4 MiB read: few requests, a few MiB held
+_EXTRAS = {S3: ("S3", "s3"), GCS: ("GCS", "gcs")}
+# The settings that choose credentials and endpoints: a change makes a new client.
+_SETTINGS = ("AWS_", "GOOGLE_", "CLOUDSDK_", "GCE_", "STORAGE_EMULATOR_HOST", "HOME")
+_AWS_HOSTS = (".amazonaws.com", ".amazonaws.com.cn")
+_CHANGED = "the object was replaced or deleted after it was listed; read it again"
+_T = TypeVar("_T")
+
+
+def is_remote(name: str) -> bool:
+    """Whether an input names an object in a bucket ("s3://..." or "gs://...")."""
+    return name.startswith((S3, GCS))
+
+
+@dataclass(frozen=True)
+class RemoteObject:
+    """One object in a bucket; with size, version (ETag or generation) is what a resume compares."""
+
+    url: str
+    size: int
+    version: str
+
+
+class RemoteReadError(OSError):
+    """A read from a bucket failed; the message says why, the reader names the object."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def list_objects(url: str) -> list[RemoteObject]:
+    """The object a URL names, or every object under a prefix URL (ending in /), in name order."""
+    scheme, _, key = _split(url)
+    fs = _filesystem(scheme, url)
+    try:
+        found = _under(fs, url) if url.endswith("/") or not key else [_one(fs, url)]
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"{url}: {_cause(fs, url, exc)}") from None
+    if not found:
+        raise InputError(f"{url}: no objects under this prefix")
+    return found
+
+
+def open_object(obj: RemoteObject) -> BinaryIO:
+    """A seekable stream of the object's bytes, fetched in ranged blocks as it is read."""
+    scheme, _, _ = _split(obj.url)
+    fs = _filesystem(scheme, obj.url)
+    # A GCS read names the listed generation, so a rewrite mid-read fails rather than mixes;
+    # s3fs does the same with If-Match on the ETag.
+    pinned = {"generation": obj.version} if scheme == GCS else {}
+    try:
+        handle = fs.open(
+            obj.url[len(scheme) :], "rb", block_size=BLOCK_SIZE, cache_type="readahead", **pinned
+        )
+    except FileNotFoundError:
+        raise InputError(f"{obj.url}: {_CHANGED}") from None
+    except Exception as exc:
+        raise InputError(f"{obj.url}: {_cause(fs, obj.url, exc)}") from None
+    if _version(handle.details) != obj.version or handle.size != obj.size:
+        handle.close()
+        raise InputError(f"{obj.url}: {_CHANGED}")
+    return io.BufferedReader(_Stream(handle, fs, obj.url), buffer_size=2**16)
+
+
+def fingerprint(obj: RemoteObject) -> dict[str, object]:
+    """What a resume compares to tell the object it started on from a replaced one."""
+    return {"path": obj.url, "size": obj.size, "version": obj.version}
+
+
+def parquet_source(obj: RemoteObject) -> tuple[str, dict[str, str]]:
+    """The URL and storage_options with which polars.scan_parquet reads the object itself."""
+    scheme, bucket, _ = _split(obj.url)
+    if scheme == GCS:
+        return obj.url, _gcs_storage_options()
+    fs = _filesystem(S3, obj.url)
+    try:
+        return obj.url, _s3_storage_options(fs, bucket)
+    except Exception as exc:
+        raise InputError(f"{obj.url}: {_cause(fs, obj.url, exc)}") from None
+
+
+def _split(url: str) -> tuple[str, str, str]:
+    """A bucket URL's scheme, bucket and key (or prefix)."""
+    scheme = S3 if url.startswith(S3) else GCS
+    bucket, _, key = url[len(scheme) :].partition("/")
+    if not bucket:
+        raise InputError(
+            f"{url}: names no bucket (write {scheme}BUCKET/KEY or {scheme}BUCKET/PREFIX/)"
+        )
+    return scheme, bucket, key
+
+
+def _under(fs: Any, url: str) -> list[RemoteObject]:
+    """Every object under a prefix, recursively, in name order, markers and hidden ones left out."""
+    scheme, _, _ = _split(url)
+    root = url[len(scheme) :].rstrip("/") + "/"
+    entries = fs.find(root, detail=True)
+    return [
+        RemoteObject(scheme + name, int(info["size"]), _version(info))
+        for name, info in sorted(entries.items())
+        if name.startswith(root) and not _skipped(name[len(root) :])
+    ]
+
+
+def _skipped(relative: str) -> bool:
+    """Directory markers, and hidden or marker names (Spark's _SUCCESS, _temporary/, .crc files).
+
+    Every segment below the prefix counts, as a local directory's hidden folders are not read.
+    """
+    return (
+        not relative
+        or relative.endswith("/")
+        or any(part.startswith((".", "_")) for part in relative.split("/"))
+    )
+
+
+def _one(fs: Any, url: str) -> RemoteObject:
+    """The one object a URL names."""
+    scheme, _, _ = _split(url)
+    info = fs.info(url[len(scheme) :])
+    if info.get("type") == "directory":
+        raise InputError(f"{url}: is a prefix; end it with / to read the objects under it")
+    return RemoteObject(url, int(info["size"]), _version(info))
+
+
+def _version(info: dict[str, Any]) -> str:
+    """An object's version: its S3 ETag (quotes dropped) or its GCS generation."""
+    return str(info.get("ETag") or info.get("generation") or "").strip('"')
+
+
+def _filesystem(scheme: str, url: str) -> Any:
+    """The fsspec filesystem for a scheme, made once per set of credential settings."""
+    settings = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(_SETTINGS)))
+    try:
+        return _make_filesystem(scheme, settings)
+    except ImportError:
+        service, extra = _EXTRAS[scheme]
+        raise InputError(
+            f"{url}: reading {service} needs the {extra} extra: pip install 'backfill[{extra}]'"
+        ) from None
+
+
+@lru_cache(maxsize=4)
+def _make_filesystem(scheme: str, settings: tuple[tuple[str, str], ...]) -> Any:
+    """A new s3fs or gcsfs filesystem; no listing cache, so a rewritten object is seen."""
+    options = {"skip_instance_cache": True, "use_listings_cache": False}
+    for name in ("s3fs", "gcsfs"):  # their give-up tracebacks are not for the terminal
+        logging.getLogger(name).addHandler(logging.NullHandler())
+    if scheme == S3:
+        import s3fs  # type: ignore[import-untyped]
+
+        return s3fs.S3FileSystem(**options)
+    import gcsfs  # type: ignore[import-untyped]
+    import gcsfs.core  # type: ignore[import-untyped]
+
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        return gcsfs.core.GCSFileSystem(token="anon", **options)
+    return gcsfs.GCSFileSystem(**options)
+
+
+class _Stream(io.RawIOBase):
+    """An fsspec file whose failures surface as RemoteReadError (an OSError) saying why."""
+
+    def __init__(self, handle: Any, fs: Any, url: str) -> None:
+        super().__init__()
+        self._handle, self._fs, self._url = handle, fs, url
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        return int(self._call(self._handle.readinto, buffer))
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return int(self._call(self._handle.seek, offset, whence))
+
+    def tell(self) -> int:
+        return int(self._handle.tell())
+
+    def close(self) -> None:
+        if not self.closed:
+            self._handle.close()
+        super().close()
+
+    def _call(self, method: Callable[..., _T], *args: Any) -> _T:
+        """Call the file; any failure becomes one OSError that says why."""
+        try:
+            return method(*args)
+        except Exception as exc:
+            cause = _cause(self._fs, self._url, exc, probe=False)
+            raise RemoteReadError(errno.EIO, cause) from None
+
+
+def _cause(fs: Any, url: str, exc: BaseException, *, probe: bool = True) -> str:
+    """Why a request about an object failed, in words a user can act on."""
+    if _unreachable(exc):
+        underlying = getattr(exc, "kwargs", {}).get("error")  # botocore's wrapped aiohttp error
+        return f"cannot reach {_endpoint(fs, url)} ({_first_line(underlying or exc)})"
+    if url.startswith(S3):
+        return _s3_cause(fs, url, exc, probe)
+    return _gcs_cause(fs, url, exc, probe)
+
+
+def _s3_cause(fs: Any, url: str, exc: BaseException, probe: bool) -> str:
+    """Why an S3 request failed, by botocore's exception class and S3's error code."""
+    from botocore import exceptions as aws  # type: ignore[import-untyped]
+
+    code = _aws_code(exc)
+    if isinstance(exc, aws.NoCredentialsError | aws.PartialCredentialsError):
+        return (
+            "no AWS credentials found"
+            " (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ~/.aws or a role)"
+        )
+    if isinstance(exc, aws.ProfileNotFound):
+        return f"no such AWS profile ({_first_line(exc)})"
+    if code == "NoSuchBucket":
+        return "no such bucket"
+    if isinstance(exc, FileNotFoundError):
+        return "no such object"
+    if code == "403" and probe:  # HEAD answers carry no error code: a one-byte GET tells which
+        code = _aws_code(_failure(lambda: _probe_s3(fs, url))) or code
+    if code in _AWS_CODES:
+        return _AWS_CODES[code]
+    return "access denied" if isinstance(exc, PermissionError) else _first_line(exc)
+
+
+_AWS_CODES = {
+    "InvalidAccessKeyId": "the AWS access key id was not recognised (InvalidAccessKeyId)",
+    "SignatureDoesNotMatch": "the AWS secret access key was rejected (SignatureDoesNotMatch)",
+    "ExpiredToken": "the AWS session token has expired (ExpiredToken)",
+    "TokenRefreshRequired": "the AWS session token has expired (TokenRefreshRequired)",
+    "InvalidToken": "the AWS session token is not valid (InvalidToken)",
+    "AccessDenied": "access denied (AccessDenied)",
+    "AllAccessDisabled": "access denied (AllAccessDisabled)",
+    "403": "access denied",
+    "PreconditionFailed": "the object was replaced while it was being read; read it again",
+}
+
+
+def _probe_s3(fs: Any, url: str) -> None:
+    """Ask for the first byte of an object, to learn the error code a HEAD request hides."""
+    _, bucket, key = _split(url)
+    fs.call_s3("get_object", Bucket=bucket, Key=key, Range="bytes=0-0")
+
+
+def _aws_code(exc: BaseException | None) -> str:
+    """S3's error code in a botocore ClientError that caused the exception, or ""."""
+    for link in _chain(exc):
+        response = getattr(link, "response", None)
+        if isinstance(response, dict):
+            return str(response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def _gcs_cause(fs: Any, url: str, exc: BaseException, probe: bool) -> str:
+    """Why a GCS request failed, by gcsfs's exception and the HTTP status."""
+    code = getattr(exc, "code", None)
+    if isinstance(exc, FileNotFoundError):
+        bucket = _split(url)[1]
+        missing = probe and _failure(lambda: fs.ls(bucket, detail=False)) is not None
+        return "no such bucket" if missing else "no such object"
+    if code == 401:
+        return (
+            "the Google credentials are missing or were rejected (GOOGLE_APPLICATION_CREDENTIALS,"
+            " or gcloud auth application-default login)"
+        )
+    if isinstance(exc, OSError) and str(exc).startswith("Forbidden"):
+        return "access denied"
+    if type(exc).__module__.startswith("google.auth"):
+        return f"no usable Google credentials ({_first_line(exc)})"
+    return _first_line(exc)
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether a failure is a connection that could not be made or was lost."""
+    names = {"EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError"}
+    names |= {"ClientConnectorError", "ServerDisconnectedError", "FSTimeoutError"}
+    return any(
+        isinstance(link, ConnectionError | TimeoutError) or type(link).__name__ in names
+        for link in _chain(exc)
+    )
+
+
+def _endpoint(fs: Any, url: str) -> str:
+    """The server a filesystem talks to, for a message."""
+    if url.startswith(GCS):
+        return f"the GCS endpoint {fs._location}"
+    try:
+        return f"the S3 endpoint {fs.s3.meta.endpoint_url}"
+    except Exception:
+        return "the S3 endpoint"
+
+
+def _s3_storage_options(fs: Any, bucket: str) -> dict[str, str]:
+    """Polars object_store options for the endpoint and region s3fs uses; credentials are Polars'.
+
+    "allow_http" (not "aws_allow_http", which Polars takes for a credential key and then skips
+    its boto3 credential provider) lets object_store speak plain HTTP to a local server.
+    """
+    meta = fs.s3.meta
+    endpoint = str(meta.endpoint_url)
+    if (urlsplit(endpoint).hostname or "").endswith(_AWS_HOSTS):
+        return {"aws_region": _bucket_region(fs, bucket) or meta.region_name or "us-east-1"}
+    options = {"aws_endpoint_url": endpoint, "aws_region": meta.region_name or "us-east-1"}
+    if endpoint.startswith("http://"):
+        options["allow_http"] = "true"
+    return options
+
+
+def _bucket_region(fs: Any, bucket: str) -> str | None:
+    """An AWS bucket's own region (object_store, unlike botocore, does not follow redirects)."""
+    try:
+        head = fs.call_s3("head_bucket", Bucket=bucket)
+    except Exception:
+        return None
+    headers = head.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+    region = head.get("BucketRegion") or headers.get("x-amz-bucket-region")
+    return str(region) if region else None
+
+
+def _gcs_storage_options() -> dict[str, str]:
+    """Polars object_store options for GCS: none (google-auth's chain), or the emulator's."""
+    emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+    if not emulator:
+        return {}
+    if "://" not in emulator:
+        emulator = f"http://{emulator}"
+    key = {
+        "type": "service_account",
+        "client_email": "emulator@localhost",
+        "private_key_id": "",
+        "private_key": "",
+        "gcs_base_url": emulator.rstrip("/"),
+        "disable_oauth": True,
+    }
+    options = {"google_service_account_key": json.dumps(key)}
+    if emulator.startswith("http://"):
+        options["allow_http"] = "true"
+    return options
+
+
+def _failure(action: Callable[[], object]) -> BaseException | None:
+    """The exception an action raises, or None."""
+    try:
+        action()
+    except Exception as exc:
+        return exc
+    return None
+
+
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
+    """An exception and the ones it was raised from or while handling."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception's message on one line, or its class name when it has none."""
+    lines = str(exc).strip().splitlines()
+    return lines[0].strip() if lines else type(exc).__name__
