@@ -34,7 +34,7 @@ from typing import Any, BinaryIO, Literal, NamedTuple, cast
 import polars as pl
 
 from backfill.errors import InputError
-from backfill.locate import Located, object_storage, open_file
+from backfill.locate import Located, open_file
 
 Format = Literal["csv", "tsv", "jsonl", "json", "parquet"]
 FORMATS: dict[str, Format] = {
@@ -391,7 +391,9 @@ def _open_parquet(unit: Located, stream: BinaryIO, head: bytes) -> InputFile:
     """
     scratch = None
     if unit.remote is not None:
-        url, options = object_storage().parquet_source(unit.remote)
+        from backfill import remote  # here: it needs fsspec and a cloud client
+
+        url, options = remote.parquet_source(unit.remote)
         lazy = pl.scan_parquet(url, storage_options=options)
     elif unit.path is not None and not isinstance(stream, gzip.GzipFile):
         lazy = pl.scan_parquet(unit.path)

@@ -9,7 +9,6 @@ markers and ``.crc`` files), as directory entries of an archive are.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import os
 import sys
 import zipfile
@@ -40,7 +39,8 @@ def locate(argument: str) -> list[Located]:
     if argument == "-":
         return [Located("-", lambda: sys.stdin.buffer)]
     if is_remote(argument):
-        remote = object_storage()
+        from backfill import remote  # here: it needs fsspec and a cloud client
+
         return [
             Located(obj.url, partial(remote.open_object, obj), obj.size, remote=obj)
             for obj in remote.list_objects(argument)
@@ -52,11 +52,6 @@ def locate(argument: str) -> list[Located]:
             raise InputError(f"{argument}: no files under this directory")
         return found
     return _file(argument)
-
-
-def object_storage() -> Any:
-    """backfill.remote, imported only when a bucket is read (it needs fsspec and a client)."""
-    return importlib.import_module("backfill.remote")
 
 
 def is_remote(name: str) -> bool:
@@ -186,6 +181,7 @@ def fingerprint_argument(argument: str) -> dict[str, object]:
             "path": argument,
             "parts": [fingerprint(str(f)) for f in _files_under(Path(argument))],
         }
-    remote = object_storage()
+    from backfill import remote
+
     parts = [remote.fingerprint(obj) for obj in remote.list_objects(argument)]
     return {"path": argument, "parts": parts}
