@@ -450,13 +450,17 @@ def _parquet_frames(inp: InputFile, batch_bytes: int) -> Iterator[pl.DataFrame]:
     names = list(types)
     texts = [_as_text(pl.nth(i), types[names[i]]).alias(frame_column(names[i])) for i in kept]
     rows = max(1024, batch_bytes // 128)  # Parquet rows are compact: about what a CSV chunk holds
-    scan = inp.parquet.select(texts).with_row_index(ROW, offset=1)
+    scan = inp.parquet.select(texts)
     try:
-        for batch in scan.collect_batches(chunk_size=rows):
+        total = inp.parquet.select(pl.len()).collect().item()
+        # A slice at a time: Polars reads only the row groups it needs, where a streamed
+        # collect runs ahead of the reader and holds several times the memory.
+        for start in range(0, total, rows):
+            batch = scan.slice(start, rows).collect()
             yield batch.select(
-                pl.col(ROW).cast(pl.Int64),
+                pl.int_range(start + 1, start + 1 + batch.height, dtype=pl.Int64).alias(ROW),
                 pl.lit(None, pl.String).alias(MALFORMED),
-                pl.all().exclude(ROW),
+                pl.all(),
             )
     except (pl.exceptions.PolarsError, OSError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
