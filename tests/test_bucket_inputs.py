@@ -21,30 +21,7 @@ from tests.remote_servers import (  # noqa: F401 - pytest finds the fixtures by 
     moto_endpoint_fixture,
     s3_fixture,
 )
-
-MAPPING = """\
-[fields]
-embeddable_id = { value = "flow_1" }
-timestamp = "time"
-custom_event_name = "event"
-
-[identifier]
-key = { value = "email" }
-value = "email"
-"""
-
-
-def rows(n: int, start: int = 1) -> list[dict[str, Any]]:
-    """Export rows: row i is event e{i} of user u{i}."""
-    return [
-        {"event": f"e{i}", "time": "2024-03-01T12:00:00Z", "email": f"u{i}@x.io"}
-        for i in range(start, start + n)
-    ]
-
-
-def jsonl(records: list[dict[str, Any]]) -> bytes:
-    """JSON Lines of the records."""
-    return "".join(json.dumps(r) + "\n" for r in records).encode()
+from tests.test_formats import MAPPING, jsonl, rows
 
 
 def csv_of(records: list[dict[str, Any]]) -> bytes:
