@@ -1090,19 +1090,23 @@ def _decode_lines(chunk: bytes) -> tuple[str, list[int]]:
     return b"\n".join(parts).decode("utf-8"), bad
 
 
-def json_path(column: str) -> str | None:
-    """A JSONPath that selects one top-level field by name, or None when none can.
+def json_path(*keys: str) -> str | None:
+    """A JSONPath that selects nested fields by name, or None when none can.
 
     Polars' JSONPath reads a quoted name up to the next quote of its kind (one single quote
     may be escaped), and finds no name with a backslash in it.
     """
-    if "\\" in column:
-        return None
-    if '"' not in column:
-        return f'$["{column}"]'
-    if column.count("'") <= 1:
-        return "$['" + column.replace("'", "\\'") + "']"
-    return None
+    parts = []
+    for key in keys:
+        if "\\" in key:
+            return None
+        if '"' not in key:
+            parts.append(f'["{key}"]')
+        elif key.count("'") <= 1:
+            parts.append("['" + key.replace("'", "\\'") + "']")
+        else:
+            return None
+    return "$" + "".join(parts)
 
 
 def load_json(text: str) -> Any:

@@ -63,12 +63,12 @@ def _files_under(folder: Path) -> list[Path]:
     """The files under a folder, recursively, in name order, hidden and marker files left out."""
     files = []
     for root, dirs, names in os.walk(folder):
-        dirs[:] = [d for d in dirs if not _hidden(d)]
-        files += [Path(root, n) for n in names if not _hidden(n)]
+        dirs[:] = [d for d in dirs if not hidden(d)]
+        files += [Path(root, n) for n in names if not hidden(n)]
     return sorted(files, key=lambda f: f.relative_to(folder).as_posix())
 
 
-def _hidden(name: str) -> bool:
+def hidden(name: str) -> bool:
     """Whether a name is a hidden or marker file, not an export."""
     return name.startswith((".", "_"))
 
@@ -109,7 +109,7 @@ def _members(archive: str) -> list[Located]:
             infos = [i for i in zipped.infolist() if not i.is_dir()]
     except (zipfile.BadZipFile, OSError) as exc:
         raise InputError(f"{archive}: not a readable zip archive ({exc})") from None
-    infos = [i for i in infos if not _hidden(i.filename.rsplit("/", 1)[-1])]
+    infos = [i for i in infos if not hidden(i.filename.rsplit("/", 1)[-1])]
     if not infos:
         raise InputError(f"{archive}: the zip archive holds no files")
     return [

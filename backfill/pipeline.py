@@ -96,12 +96,12 @@ def mapping_dialect(mapping: Mapping) -> Dialect:
 
 def _refuse_twice(units: Sequence[Located]) -> None:
     """Refuse an input named twice (by two arguments, or a file and its directory)."""
-    seen: dict[str, str] = {}
+    seen: set[str] = set()
     files: list[Located] = []
     for unit in units:
         if unit.name in seen:
             raise InputError(f"{unit.name}: given twice; every row would be sent twice")
-        seen[unit.name] = unit.name
+        seen.add(unit.name)
         if unit.path is not None and Path(unit.path).is_file():
             for earlier in files:
                 assert earlier.path is not None

@@ -37,6 +37,7 @@ from typing import Any, BinaryIO, TypeVar
 from urllib.parse import urlsplit
 
 from backfill.errors import InputError
+from backfill.locate import hidden
 
 S3 = "s3://"
 GCS = "gs://"
@@ -152,9 +153,7 @@ def _skipped(relative: str) -> bool:
     Every segment below the prefix counts, as a local directory's hidden folders are not read.
     """
     return (
-        not relative
-        or relative.endswith("/")
-        or any(part.startswith((".", "_")) for part in relative.split("/"))
+        not relative or relative.endswith("/") or any(hidden(part) for part in relative.split("/"))
     )
 
 

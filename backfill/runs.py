@@ -133,7 +133,7 @@ def _retry_locked(run: RetryRun, on_progress: Progress) -> tuple[Summary, ExitCo
     if run.mapping is None:
         items = _stored_jobs(run, done)
         return _send_items(run, identity, summary, items, on_progress, [])
-    _check_inputs_unchanged(run)
+    _check_inputs_unchanged(run, cast(list[dict[str, object]], identity["inputs"]))
     inputs = pipeline.open_inputs(run.inputs, run.mapping, run.fmt)
     names = {inp.name for inp in inputs}  # files, archive members and objects, as read
     missing = [s for s in selected.sources() if s not in names]
@@ -260,8 +260,11 @@ def _selected_rows(run: RetryRun, done: RowSet | None) -> RowSet:
     return selected.finish()
 
 
-def _check_inputs_unchanged(run: RetryRun) -> None:
-    """Refuse inputs that changed since the run that wrote the results file: rows would shift."""
+def _check_inputs_unchanged(run: RetryRun, now: list[dict[str, object]]) -> None:
+    """Refuse inputs that changed since the run that wrote the results file: rows would shift.
+
+    ``now`` is the inputs' fingerprints as this retry took them (hashing is the costly part).
+    """
     saved = read_run_record(run.from_results)
     recorded = saved.get("inputs") if saved else None
     if not isinstance(recorded, list):
@@ -270,8 +273,8 @@ def _check_inputs_unchanged(run: RetryRun) -> None:
         )
         return
     before = {i.get("path"): i for i in recorded if isinstance(i, dict)}
-    for path in run.inputs:
-        if path in before and path != "-" and fingerprint_argument(path) != before[path]:
+    for path, found in zip(run.inputs, now, strict=True):
+        if path in before and path != "-" and found != before[path]:
             raise UsageError(
                 f"{path} has changed since the run that wrote {run.from_results}:"
                 " its row numbers may no longer be the same rows"

@@ -313,12 +313,9 @@ class Sender:
             if self.debug:
                 _log_attempt(job, attempts, attempt)
             status = attempt.http_status
-            if status in (401, 403):
-                self.stop(_key_message(status))
-                return None
-            wrong = _not_the_api(attempt, self.target.base_url)
-            if wrong is not None:
-                self.stop(wrong)
+            stop = _stopping_answer(attempt, self.target.base_url)
+            if stop is not None:
+                self.stop(stop)
                 return None  # no record: a resumed run sends it once the cause is fixed
             retryable = attempt.error is not None or status in RETRYABLE
             if not retryable or attempts > self.options.max_retries:
@@ -474,12 +471,14 @@ def _event_object(body: bytes) -> dict[str, object] | None:
     return event if isinstance(event, dict) else None
 
 
-def _not_the_api(attempt: Attempt, base_url: str) -> str | None:
-    """Why an answer shows that the server is not the events API (or not trusted), or None.
+def _stopping_answer(attempt: Attempt, base_url: str) -> str | None:
+    """Why an answer stops the run (a rejected key, an untrusted or wrong server), or None.
 
     Such an answer would be the same for every row: the run stops rather than record them.
     """
     status = attempt.http_status
+    if status in (401, 403):
+        return _key_message(status)
     if attempt.fatal is not None:
         return attempt.fatal
     if status is not None and 300 <= status < 400:

@@ -21,7 +21,7 @@ from typing import Any
 import polars as pl
 
 from backfill.errors import MappingError
-from backfill.inputs import InputFile, frame_column
+from backfill.inputs import InputFile, frame_column, json_path
 from backfill.mapping import (
     Candidate,
     Mapping,
@@ -124,17 +124,10 @@ def _path_text(batch: pl.DataFrame, path: Path) -> pl.Expr:
     column = pl.nth(batch.get_column_index(frame_column(path[0]))).cast(pl.String)
     if len(path) == 1:
         return column
-    return column.str.json_path_match(json_path(path[1:]))
-
-
-def json_path(keys: Sequence[str]) -> str:
-    """A JSONPath that selects nested keys by name (any characters but both quotes and \\)."""
-    parts = []
-    for key in keys:
-        if "\\" in key or ('"' in key and "'" in key):
-            raise MappingError(f"the key {key!r} cannot be read by a path (quotes or a backslash)")
-        parts.append(f'["{key}"]' if '"' not in key else f"['{key}']")
-    return "$" + "".join(parts)
+    found = json_path(*path[1:])
+    if found is None:
+        raise MappingError(f"the path {written(path)} cannot be read (quotes or a backslash)")
+    return column.str.json_path_match(found)
 
 
 # --- checking nested keys against the first rows -------------------------------------------
