@@ -54,6 +54,9 @@ ROW = "__row"
 MALFORMED = "__malformed"
 LINE = "__line"
 NOT_JSON = "not valid JSON"
+SURROGATE_ESCAPE = r"\\[uU][dD][89a-fA-F]"
+MAYBE_NOT_STRING = r"^[-0-9\[{]"  # how a number, an array or an object starts
+REGEX_SPECIAL = frozenset("\\.+*?()|[]{}^$#&-~")
 # No export column has a blank name (CSV names are trimmed and blank ones numbered; a mapping
 # refuses a blank name), so an export's own column named like one of ours takes a blank one.
 RENAMED = {ROW: " ", MALFORMED: "  ", LINE: "   "}
@@ -1159,8 +1162,12 @@ def _jsonl_frame(chunk: bytes, lines_before: int, columns: Sequence[str]) -> pl.
         pl.int_range(lines_before + 1, lines_before + 1 + pl.len(), dtype=pl.Int64).alias(ROW)
     )
     frame = frame.filter(pl.col(LINE).str.strip_chars() != "")
-    body = pl.col(LINE)
     paths = {c: json_path(c) for c in columns}
+    if not undecodable and all(paths.values()):
+        read = _jsonl_read_once(chunk, frame, paths)
+        if read is not None:
+            return read
+    body = pl.col(LINE)
     frame = frame.with_columns(
         pl.when(pl.col(ROW).is_in([lines_before + 1 + i for i in undecodable]))
         .then(pl.lit("not valid UTF-8"))
@@ -1182,6 +1189,60 @@ def _jsonl_frame(chunk: bytes, lines_before: int, columns: Sequence[str]) -> pl.
     if unread:
         frame = _read_in_python(frame, pl.col(MALFORMED).is_null(), unread)
     return frame.select(ROW, MALFORMED, pl.all().exclude(ROW, MALFORMED, LINE), LINE)
+
+
+def _jsonl_read_once(
+    chunk: bytes, frame: pl.DataFrame, paths: dict[str, str | None]
+) -> pl.DataFrame | None:
+    """The chunk's fields with each line parsed once, or None where the slow path must read.
+
+    Polars' NDJSON reader parses every line once, where a JSONPath per field parses it once
+    per field. It writes numbers and nested values its own way (1.0 as "1", objects with
+    spaces), so cells that may be one are read again by JSONPath, exactly as the slow path
+    reads them; strings, booleans and nulls read alike. A chunk it refuses (a line that is
+    not a JSON object, or not JSON) goes to the slow path, which says which line is wrong.
+    """
+    if frame.is_empty() or frame[LINE].str.contains(SURROGATE_ESCAPE).any():
+        return None  # the reader reads a lone surrogate escape as NUL, not as an error
+    try:
+        read = pl.read_ndjson(chunk, schema={c: pl.String for c in paths})
+    except pl.exceptions.PolarsError:
+        return None
+    if read.height != frame.height:
+        return None
+    lines = frame[LINE].alias("line")
+    cells = {}
+    lost = pl.Series(dtype=pl.UInt32)
+    for column, path in paths.items():
+        values = read[column].alias("cell")  # a Series method reads a name like ^a$ as a regex
+        # A key given twice: the reader keeps the first value, JSONPath (and Python) the last.
+        # A key seen once and followed by a quote holds a string, which reads alike.
+        # A key written with escapes is not found by the pattern: read again too.
+        key = _key_pattern(column)
+        seen = lines.str.count_matches(key)
+        unsure = (seen > 1) | ((seen == 0) & values.is_not_null())
+        maybe = (values.str.contains(MAYBE_NOT_STRING).fill_null(False) & ~unsure).arg_true()
+        text = lines.gather(maybe).str.contains(key + r'\s*"')
+        again = unsure.arg_true().append(maybe.filter(~text)).sort()
+        if not again.is_empty():
+            exact = lines.gather(again).str.json_path_match(str(path))
+            # JSONPath gives up where Python does not (nesting past 128 levels)
+            lost = lost.append(again.filter(exact.is_null()))
+            values = values.scatter(again, exact)
+        cells[frame_column(column)] = values
+    frame = frame.with_columns(
+        pl.lit(None, pl.String).alias(MALFORMED), *[v.alias(n) for n, v in cells.items()]
+    )
+    if not lost.is_empty():
+        deep = pl.int_range(pl.len()).is_in(lost.unique().implode())
+        frame = _read_in_python(frame, deep, list(paths))
+    return frame.select(ROW, MALFORMED, pl.all().exclude(ROW, MALFORMED, LINE), LINE)
+
+
+def _key_pattern(key: str) -> str:
+    """A regex for a key as a JSON line writes it (a key written with escapes is not found)."""
+    escaped = "".join(f"\\{c}" if c in REGEX_SPECIAL else c for c in compact_json(key))
+    return escaped + r"\s*:"
 
 
 def _read_in_python(frame: pl.DataFrame, wanted: pl.Expr, columns: Sequence[str]) -> pl.DataFrame:

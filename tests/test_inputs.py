@@ -696,3 +696,70 @@ def test_csv_round_trip_in_any_block_size(
         patch.setattr(backfill.inputs, "BATCH_BYTES", block)
         rows = read(str(path))
     assert rows == [(i, None, *record) for i, record in enumerate(records, start=1)]
+
+
+# JSONL read once per line against JSONPath per field.
+
+JSON_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8)
+)
+JSON_VALUES = st.recursive(
+    JSON_SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+JSONL_KEYS = ["a", "b", "c.d", "e f"]
+
+
+def _jsonl_both_ways(
+    chunk: bytes, columns: Sequence[str], monkeypatch: pytest.MonkeyPatch
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    fast = backfill.inputs._jsonl_frame(chunk, 0, columns)
+    with monkeypatch.context() as patch:
+        patch.setattr(backfill.inputs, "_jsonl_read_once", lambda *_: None)
+        slow = backfill.inputs._jsonl_frame(chunk, 0, columns)
+    return fast, slow
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.dictionaries(st.sampled_from(JSONL_KEYS), JSON_VALUES, max_size=4),
+        min_size=1,
+        max_size=6,
+    ),
+    st.booleans(),
+)
+def test_jsonl_read_once_reads_what_jsonpath_per_field_reads(
+    records: list[dict[str, Any]], ascii_only: bool
+) -> None:
+    chunk = "\n".join(json.dumps(r, ensure_ascii=ascii_only) for r in records).encode()
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        fast, slow = _jsonl_both_ways(chunk, JSONL_KEYS, monkeypatch)
+    assert fast.to_dicts() == slow.to_dicts()
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        b'{"a": "x", "a": "y"}',
+        b'{"a": 1, "a": 2.5}',
+        b'{"a": null, "a": "x", "b": "1", "\\u0063.d": 5}',
+        b'{"c.d": "x", "c.d" : "y", "e f": "1", "e f": "2", "b": {"b": 1}}',
+        b'{"a": "\\ud800"}\n{"a": "\\ud83d\\ude00"}',
+        b'{"a": ' + b"[" * 200 + b"]" * 200 + b"}",
+        b'{"a": 1e400}',
+        b'{"a": 1.0, "b": -0, "c.d": 1E2}\n\n  \n{"a": [1, {"x": 2.50}]}\r\n',
+        b'[1]\n{"a": 1}',
+        b'{"a": 1} trailing',
+    ],
+)
+def test_jsonl_read_once_edge_cases(chunk: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    fast, slow = _jsonl_both_ways(chunk, JSONL_KEYS, monkeypatch)
+    assert fast.to_dicts() == slow.to_dicts()
