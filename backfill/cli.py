@@ -170,13 +170,16 @@ def validate(
     """
     mapping = _load_mapping(mapping_path, delimiter, encoding)
     pipeline.check_outputs([report_path], inputs)
-    report = pipeline.validate(inputs, mapping, fmt, invalid_out).to_dict(show_identifiers)
+    report = pipeline.validate(inputs, mapping, fmt, invalid_out)
     if report_path and html.is_html(report_path):
-        html.write_html(html.validation_page(report), report_path)
+        html.write_html(html.validation_page(report, show_identifiers), report_path)
     elif report_path:
-        write_json(report, report_path)
-    click.echo(json.dumps(report, indent=2) if as_json else render_text(report, _terminal_style()))
-    sys.exit(ExitCode.OK if report["invalid"] == 0 else ExitCode.PROBLEMS)
+        write_json(report.to_dict(show_identifiers), report_path)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(show_identifiers), indent=2))
+    else:
+        click.echo(render_text(report, _terminal_style()))
+    sys.exit(ExitCode.OK if report.invalid == 0 else ExitCode.PROBLEMS)
 
 
 def _load_mapping(path: str, delimiter: str | None, encoding: str | None) -> Mapping:
@@ -520,13 +523,13 @@ def _dry_run(inputs: tuple[str, ...], mapping: Mapping, fmt: str | None) -> None
             valid = batch.checked.filter(batch.checked[PAYLOAD].is_not_null())
             samples.extend(valid[PAYLOAD].head(DRY_RUN_PAYLOADS - len(samples)).to_list())
 
-    report = pipeline.validate(inputs, mapping, fmt, on_batch=keep_samples, bodies=True).to_dict()
+    report = pipeline.validate(inputs, mapping, fmt, on_batch=keep_samples, bodies=True)
     click.echo(render_text(report))
     click.echo(f"\nFirst {len(samples)} payloads, exactly as they would be sent:")
     for body in samples:
         click.echo(body)
     click.echo("\nDry run: nothing was sent.")
-    sys.exit(ExitCode.OK if report["invalid"] == 0 else ExitCode.PROBLEMS)
+    sys.exit(ExitCode.OK if report.invalid == 0 else ExitCode.PROBLEMS)
 
 
 def _target(options: dict[str, Any]) -> Target:

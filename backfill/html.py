@@ -2,9 +2,9 @@
 
 Each page is one self-contained file: inline CSS (with a print stylesheet) and inline SVG
 charts, no script and nothing fetched (a Content-Security-Policy says so to the browser).
-Pages are rendered from the same data as the text and JSON output, the reports' ``to_dict()``,
-and every value taken from that data is escaped, in text and attributes alike: an export is
-untrusted input. Chart bars carry ``data-count`` attributes, so the numbers can be checked.
+Pages are rendered from the same objects as the text output (a ValidationReport, a results
+summary), and every value taken from them is escaped, in text and attributes alike: an export
+is untrusted input. Chart bars carry ``data-count`` attributes, so the numbers can be checked.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 from backfill.codes import ENTRY_NOT_FOUND, Reason, Repair, Skip, Status
 from backfill.errors import UsageError
-from backfill.report import OTHER, REPAIR_WORDS, TOP, keep_private
+from backfill.report import OTHER, REPAIR_WORDS, TOP, ValidationReport, keep_private
 from backfill.tables import open_private
 
 MAX_BARS = 400  # a time chart with more days than this counts per week, month or year
@@ -142,23 +142,22 @@ def write_html(page: str, path: str) -> None:
 # --- The pages -----------------------------------------------------------------------------
 
 
-def validation_page(data: dict[str, Any]) -> str:
-    """The validation report (ValidationReport.to_dict()) as a page."""
-    sources = ", ".join(data["sources"])
+def validation_page(report: ValidationReport, show_identifiers: bool = False) -> str:
+    """The validation report as a page; identifier values masked unless asked for."""
     sections = [
-        _cards(_validation_cards(data)),
-        _time_range(data.get("first_timestamp"), data.get("last_timestamp")),
+        _cards(_validation_cards(report)),
+        _time_range(report.first_timestamp(), report.last_timestamp()),
         _section(
             "Valid rows per day (UTC)",
-            _time_chart(_single(data.get("valid_per_day", {}), "valid"), ["valid"], "valid rows"),
+            _time_chart(_single(report.days(), "valid"), ["valid"], "valid rows"),
         ),
-        _section("Invalid rows by reason", _reasons(data)),
-        _skipped_rules(data.get("skipped_by_rule", {})),
-        _alternatives(data.get("identifier_alternatives", {})),
-        _section("Repairs made", _repairs(data["repairs"])),
-        _names(data["event_names"], data["embeddable_ids"], "valid rows"),
+        _section("Invalid rows by reason", _reasons(report, show_identifiers)),
+        _skipped_rules(report.skipped_counts()),
+        _alternatives(report.alternative_counts()),
+        _section("Repairs made", _repairs(report.repair_counts())),
+        _names(report.event_name_counts(), report.embeddable_id_counts(), "valid rows"),
     ]
-    return _page("Validation report", sources, sections)
+    return _page("Validation report", ", ".join(report.sources), sections)
 
 
 def results_page(data: dict[str, Any]) -> str:
@@ -237,17 +236,17 @@ def _stopped(why: str | None) -> str:
 # --- Validation sections ------------------------------------------------------------------
 
 
-def _validation_cards(data: dict[str, Any]) -> list[tuple[str, str, str]]:
+def _validation_cards(report: ValidationReport) -> list[tuple[str, str, str]]:
     """The headline counts of a validation: rows read, valid, invalid, skipped (if any), repairs."""
-    invalid, skipped = data["invalid"], data.get("skipped", 0)
-    repairs = data["repairs"].values()
+    invalid = report.invalid
+    repairs = report.repair_counts().values()
     cards = [
-        ("Rows read", _n(data["rows"]), ""),
-        ("Valid", _n(data["valid"]), "good"),
+        ("Rows read", _n(report.rows), ""),
+        ("Valid", _n(report.valid), "good"),
         ("Invalid", _n(invalid), "bad" if invalid else "good"),
     ]
-    if skipped:
-        cards.append((SKIPPED_WORDS.capitalize(), _n(skipped), ""))
+    if report.skipped:
+        cards.append((SKIPPED_WORDS.capitalize(), _n(report.skipped), ""))
     return [*cards, ("Repairs", _n(sum(repairs)), "warn" if any(repairs) else "")]
 
 
@@ -256,19 +255,20 @@ def _single(per_day: dict[str, int], series: str) -> dict[str, dict[str, int]]:
     return {day: {series: count} for day, count in per_day.items()}
 
 
-def _reasons(data: dict[str, Any]) -> str:
+def _reasons(report: ValidationReport, show_identifiers: bool) -> str:
     """The reason chart and, per reason, the examples with file:row and message."""
-    reasons = list(data["invalid_by_reason"].items())
+    reasons = list(report.reason_counts().items())
     if not reasons:
         return '<p class="box good">No invalid rows.</p>'
     chart = _bar_chart(reasons, "reason", "invalid rows by reason", lambda _: "s-bad")
-    messages = data.get("example_messages", {})
-    rows = []
-    for reason, _count in reasons:
-        texts = messages.get(reason, [])
-        for i, example in enumerate(data["examples"].get(reason, [])):
-            message = texts[i] if i < len(texts) else ""
-            rows.append((reason, f"{example['source']}:{example['row']}", message))
+    messages = report.example_messages(show_identifiers)
+    rows = [
+        (reason, f"{example.source}:{example.row}", message)
+        for reason, _count in reasons
+        for example, message in zip(
+            report.examples.get(reason, []), messages.get(reason, []), strict=True
+        )
+    ]
     table = _table(
         ["Reason", "Where", "Message"],
         [[f"<code>{_e(r)}</code>", _e(w), _e(m)] for r, w, m in rows],

@@ -59,6 +59,15 @@ def plain(text: str, role: str) -> str:
     return text
 
 
+@dataclass(frozen=True)
+class Example:
+    """Where a rule was broken, with the row's message (identifier values in full)."""
+
+    source: str
+    row: int
+    message: str
+
+
 @dataclass
 class ValidationReport:
     """What validation found: counts, reasons with examples, repairs, names and time range."""
@@ -67,14 +76,13 @@ class ValidationReport:
     rows: int = 0
     valid: int = 0
     invalid_by_reason: Counter[str] = field(default_factory=Counter)
-    examples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    examples: dict[str, list[Example]] = field(default_factory=dict)  # the first few per reason
     repairs: Counter[str] = field(default_factory=Counter)
     event_names: Counter[str] = field(default_factory=Counter)
     embeddable_ids: Counter[str] = field(default_factory=Counter)
     first_time: datetime | None = None
     last_time: datetime | None = None
     valid_per_day: Counter[str] = field(default_factory=Counter)
-    example_messages: dict[str, list[str]] = field(default_factory=dict)  # as examples, in order
     skipped_by_rule: Counter[str] = field(default_factory=Counter)
     alternatives: list[str] = field(default_factory=list)  # [[identifier]] alternatives, described
     by_alternative: Counter[int] = field(default_factory=Counter)  # valid rows per alternative
@@ -120,8 +128,7 @@ class ValidationReport:
         for reason, row, text in firsts.select(REASON, ROW, message).iter_rows():
             kept = self.examples.setdefault(reason, [])
             if len(kept) < EXAMPLES_PER_REASON:
-                kept.append({"source": source, "row": row})
-                self.example_messages.setdefault(reason, []).append(text or "")
+                kept.append(Example(source, row, text or ""))
 
     def _add_days(self, times: pl.Series) -> None:
         """Count a batch's valid rows per UTC day, each distinct day written out once."""
@@ -136,31 +143,77 @@ class ValidationReport:
             self.first_time = low if self.first_time is None else min(self.first_time, low)
             self.last_time = high if self.last_time is None else max(self.last_time, high)
 
+    def reason_counts(self) -> dict[str, int]:
+        """Invalid rows per reason, in the order the rules are checked."""
+        return {
+            r.value: self.invalid_by_reason[r.value]
+            for r in Reason
+            if self.invalid_by_reason[r.value]
+        }
+
+    def skipped_counts(self) -> dict[str, int]:
+        """Skipped rows per rule, commonest first."""
+        return by_count(self.skipped_by_rule)
+
+    def alternative_counts(self) -> dict[str, int]:
+        """Valid rows per [[identifier]] alternative, in the mapping's order."""
+        return {name: self.by_alternative[i] for i, name in enumerate(self.alternatives)}
+
+    def repair_counts(self) -> dict[str, int]:
+        """Valid rows per kind of repair, every kind named."""
+        return {r.value: self.repairs[r.value] for r in Repair}
+
+    def event_name_counts(self) -> dict[str, int]:
+        """Valid rows per event name, commonest first."""
+        return by_count(self.event_names)
+
+    def embeddable_id_counts(self) -> dict[str, int]:
+        """Valid rows per embeddable id, commonest first."""
+        return by_count(self.embeddable_ids)
+
+    def days(self) -> dict[str, int]:
+        """Valid rows per UTC day (YYYY-MM-DD), in date order."""
+        return by_day(self.valid_per_day)
+
+    def first_timestamp(self) -> str | None:
+        """The earliest valid timestamp, as the API writes times."""
+        return _iso(self.first_time)
+
+    def last_timestamp(self) -> str | None:
+        """The latest valid timestamp, as the API writes times."""
+        return _iso(self.last_time)
+
+    def example_messages(self, show_identifiers: bool = False) -> dict[str, list[str]]:
+        """The examples' messages per reason; identifier values masked unless asked for."""
+        return {
+            reason: [
+                e.message if show_identifiers else mask_message(reason, e.message) for e in kept
+            ]
+            for reason, kept in self.examples.items()
+        }
+
     def to_dict(self, show_identifiers: bool = False) -> dict[str, Any]:
         """The report as plain JSON-ready data; identifier values masked unless asked for."""
-        messages = {
-            reason: texts if show_identifiers else [mask_message(reason, t) for t in texts]
-            for reason, texts in self.example_messages.items()
-        }
         return {
             "sources": self.sources,
             "rows": self.rows,
             "valid": self.valid,
             "invalid": self.invalid,
-            "invalid_by_reason": _ordered_reasons(self.invalid_by_reason),
+            "invalid_by_reason": self.reason_counts(),
             "skipped": self.skipped,
-            "skipped_by_rule": _by_count(self.skipped_by_rule),
-            "identifier_alternatives": {
-                name: self.by_alternative[i] for i, name in enumerate(self.alternatives)
+            "skipped_by_rule": self.skipped_counts(),
+            "identifier_alternatives": self.alternative_counts(),
+            "examples": {
+                reason: [{"source": e.source, "row": e.row} for e in kept]
+                for reason, kept in self.examples.items()
             },
-            "examples": self.examples,
-            "repairs": {r.value: self.repairs[r.value] for r in Repair},
-            "event_names": _by_count(self.event_names),
-            "embeddable_ids": _by_count(self.embeddable_ids),
-            "first_timestamp": _iso(self.first_time),
-            "last_timestamp": _iso(self.last_time),
-            "valid_per_day": by_day(self.valid_per_day),
-            "example_messages": messages,
+            "repairs": self.repair_counts(),
+            "event_names": self.event_name_counts(),
+            "embeddable_ids": self.embeddable_id_counts(),
+            "first_timestamp": self.first_timestamp(),
+            "last_timestamp": self.last_timestamp(),
+            "valid_per_day": self.days(),
+            "example_messages": self.example_messages(show_identifiers),
         }
 
 
@@ -208,14 +261,9 @@ def mask_message(reason: str | None, message: str, values: Iterable[str] = ()) -
     return EMAIL.sub(lambda found: mask_identifier(found[0]), message)
 
 
-def _by_count(counts: Counter[str]) -> dict[str, int]:
+def by_count(counts: Counter[str]) -> dict[str, int]:
     """Commonest first; ties by name, so the same data always reads the same."""
     return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
-
-
-def _ordered_reasons(counts: Counter[str]) -> dict[str, int]:
-    """Reason counts in the order the rules are checked."""
-    return {r.value: counts[r.value] for r in Reason if counts[r.value]}
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -242,42 +290,43 @@ def keep_private(fd: int) -> None:
         os.fchmod(fd, 0o600)
 
 
-def render_text(data: dict[str, Any], style: Style = plain) -> str:
+def render_text(report: ValidationReport, style: Style = plain) -> str:
     """The validation report for a terminal; ``style`` colours parts (none by default)."""
-    valid, invalid = data["valid"], data["invalid"]
+    valid, invalid = report.valid, report.invalid
     lines = [
-        f"Rows read:  {data['rows']:,}  ({', '.join(data['sources'])})",
+        f"Rows read:  {report.rows:,}  ({', '.join(report.sources)})",
         f"Valid:      {style(f'{valid:,}', 'good')}",
         f"Invalid:    {style(f'{invalid:,}', 'bad' if invalid else 'good')}",
     ]
-    skipped = data.get("skipped", 0)
-    if skipped:
-        lines.append(f"Skipped:    {style(f'{skipped:,}', 'note')}  (not events to send)")
-        for rule, count in data["skipped_by_rule"].items():
+    if report.skipped:
+        lines.append(f"Skipped:    {style(f'{report.skipped:,}', 'note')}  (not events to send)")
+        for rule, count in report.skipped_counts().items():
             lines.append(f"  {count:>9,}  {rule}")
-    if len(data.get("identifier_alternatives", {})) > 1:
+    alternatives = report.alternative_counts()
+    if len(alternatives) > 1:
         lines.append("")
         lines.append(style("Valid rows by identifier alternative:", "heading"))
-        for name, count in data["identifier_alternatives"].items():
+        for name, count in alternatives.items():
             lines.append(f"  {count:>9,}  {name}")
-    if data["invalid_by_reason"]:
+    reasons = report.reason_counts()
+    if reasons:
         lines.append("")
         lines.append(style("Invalid rows by reason:", "heading"))
-        width = max(len(r) for r in data["invalid_by_reason"])
-        for reason, count in data["invalid_by_reason"].items():
-            where = ", ".join(f"{e['source']}:{e['row']}" for e in data["examples"].get(reason, []))
+        width = max(len(r) for r in reasons)
+        for reason, count in reasons.items():
+            where = ", ".join(f"{e.source}:{e.row}" for e in report.examples.get(reason, []))
             lines.append(f"  {reason:<{width}}  {style(f'{count:>9,}', 'bad')}  e.g. {where}")
-    repairs = {k: v for k, v in data["repairs"].items() if v}
+    repairs = {k: v for k, v in report.repair_counts().items() if v}
     if repairs:
         lines.append("")
         lines.append(style("Repairs made:", "heading"))
         for kind, count in repairs.items():
             lines.append(f"  {style(f'{count:>9,}', 'note')}  {REPAIR_WORDS[Repair(kind)]}")
-    lines += _top("Event names", data["event_names"], style)
-    lines += _top("Embeddable ids", data["embeddable_ids"], style)
-    if data["first_timestamp"]:
+    lines += _top("Event names", report.event_name_counts(), style)
+    lines += _top("Embeddable ids", report.embeddable_id_counts(), style)
+    if report.first_time is not None:
         lines.append("")
-        lines.append(f"Timestamps: {data['first_timestamp']} .. {data['last_timestamp']} (UTC)")
+        lines.append(f"Timestamps: {report.first_timestamp()} .. {report.last_timestamp()} (UTC)")
     return "\n".join(lines)
 
 

@@ -376,20 +376,16 @@ def test_colour_only_on_a_terminal_without_no_color(
 
 
 def test_coloured_tables_stay_aligned() -> None:
-    from backfill.report import render_text
+    from collections import Counter
 
-    data = {
-        "sources": ["a.csv"],
-        "rows": 1_234_567,
-        "valid": 1_234_000,
-        "invalid": 567,
-        "invalid_by_reason": {"bad_timestamp": 500, "bad_metric": 67},
-        "examples": {},
-        "repairs": {"event_name_converted": 0},
-        "event_names": {},
-        "embeddable_ids": {},
-        "first_timestamp": None,
-    }
+    from backfill.report import ValidationReport, render_text
+
+    data = ValidationReport(
+        sources=["a.csv"],
+        rows=1_234_567,
+        valid=1_234_000,
+        invalid_by_reason=Counter({"bad_timestamp": 500, "bad_metric": 67}),
+    )
 
     def bracket(text: str, role: str) -> str:
         return f"[{text}]"

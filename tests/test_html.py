@@ -6,6 +6,7 @@ import json
 import os
 import re
 import stat
+from collections import Counter
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
@@ -19,7 +20,7 @@ from backfill.codes import Reason, Status
 from backfill.inputs import MALFORMED, ROW
 from backfill.mapping import load_mapping
 from backfill.payloads import build_payloads
-from backfill.report import HIDDEN, ValidationReport, mask_identifier, mask_message
+from backfill.report import HIDDEN, Example, ValidationReport, mask_identifier, mask_message
 from backfill.summary import Summary
 
 EVIL = "<script>alert(1)</script>\"'><img src=x onerror=alert(2)>"
@@ -328,15 +329,13 @@ def test_a_resumed_runs_seed_counts_take_no_details() -> None:
 # --- Pages --------------------------------------------------------------------------------
 
 
-def validation_data(**changes: Any) -> dict[str, Any]:
-    """Validation report data as ValidationReport.to_dict() gives it."""
+def validation_data(**changes: Any) -> ValidationReport:
+    """A validation report, described in the shape of its JSON (ValidationReport.to_dict())."""
     data = {
         "sources": ["a.csv"],
         "rows": 5,
         "valid": 3,
-        "invalid": 2,
         "invalid_by_reason": {"bad_timestamp": 1, "bad_event_name": 1},
-        "skipped": 0,
         "skipped_by_rule": {},
         "identifier_alternatives": {"key email, value email": 3},
         "examples": {
@@ -353,8 +352,35 @@ def validation_data(**changes: Any) -> dict[str, Any]:
             "bad_timestamp": ["column 'at': cannot read 'x' as a timestamp"],
             "bad_event_name": ["column 'event': 'A!' cannot be made snake_case"],
         },
+        **changes,
     }
-    return {**data, **changes}
+    messages = data["example_messages"]
+    alternatives = data["identifier_alternatives"]
+    return ValidationReport(
+        sources=data["sources"],
+        rows=data["rows"],
+        valid=data["valid"],
+        invalid_by_reason=Counter(data["invalid_by_reason"]),
+        examples={
+            reason: [
+                Example(e["source"], e["row"], messages[reason][i]) for i, e in enumerate(kept)
+            ]
+            for reason, kept in data["examples"].items()
+        },
+        repairs=Counter(data["repairs"]),
+        event_names=Counter(data["event_names"]),
+        embeddable_ids=Counter(data["embeddable_ids"]),
+        first_time=_moment(data["first_timestamp"]),
+        last_time=_moment(data["last_timestamp"]),
+        valid_per_day=Counter(data["valid_per_day"]),
+        skipped_by_rule=Counter(data["skipped_by_rule"]),
+        alternatives=list(alternatives),
+        by_alternative=Counter({i: n for i, n in enumerate(alternatives.values())}),
+    )
+
+
+def _moment(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
 
 
 def results_data(**changes: Any) -> dict[str, Any]:
@@ -429,22 +455,19 @@ def test_no_timestamps_no_chart() -> None:
     assert 'data-chart="per-day"' not in html.validation_page(validation_data(valid_per_day={}))
 
 
-def evil_validation() -> dict[str, Any]:
-    """Validation data with markup in every string an export or a path can put there."""
+def evil_validation() -> ValidationReport:
+    """A validation report with markup in every string an export or a path can put there."""
     return validation_data(
         sources=[EVIL],
-        invalid_by_reason={EVIL: 2},
-        examples={EVIL: [{"source": EVIL, "row": 1}]},
-        example_messages={EVIL: [EVIL]},
-        repairs={EVIL: 1},
+        invalid_by_reason={"bad_timestamp": 2},
+        examples={"bad_timestamp": [{"source": EVIL, "row": 1}]},
+        example_messages={"bad_timestamp": [EVIL]},
         event_names={EVIL: 3},
         embeddable_ids={EVIL: 3},
-        skipped=1,
+        rows=6,
         skipped_by_rule={EVIL: 1},
         identifier_alternatives={EVIL: 2, "key user_id, value id": 1},
-        first_timestamp=EVIL,
-        last_timestamp=EVIL,
-        valid_per_day={EVIL: 1, "2024-01-01": 2},
+        valid_per_day={"2024-01-01": 2},
     )
 
 
@@ -548,7 +571,7 @@ def test_payloads_written_otherwise_are_read_by_json_path() -> None:
 
 
 def test_pages_of_nothing() -> None:
-    empty = html.validation_page(ValidationReport(sources=["h.csv"]).to_dict())
+    empty = html.validation_page(ValidationReport(sources=["h.csv"]))
     assert "No timestamps: there is no chart." in empty and "No invalid rows." in empty
     none = html.results_page(Summary("r.jsonl").to_dict())
     assert "No record has a payload timestamp" in none and "Nothing to retry" in none
@@ -563,11 +586,10 @@ SKIPPED_EXAMPLES = "Examples of rows skipped (not events to send)"
 NO_PAYLOAD = "have no payload, so no timestamp: they are not in this chart."
 
 
-def skipping_validation() -> dict[str, Any]:
-    """Validation data of a mapping with a [filter] and two [[identifier]] alternatives."""
+def skipping_validation() -> ValidationReport:
+    """A validation of a mapping with a [filter] and two [[identifier]] alternatives."""
     return validation_data(
         rows=11,
-        skipped=6,
         skipped_by_rule={"exclude event": 3, "since": 2, "dedupe": 1},
         identifier_alternatives={
             "key email, value context.traits.email or properties.email": 2,
@@ -602,7 +624,7 @@ def test_skipped_rows_are_counted_apart_from_invalid_ones_by_rule() -> None:
         "key email, value email": 1,
         "key user_id, value id": 2,
     }
-    page = Page(html.validation_page(data))
+    page = Page(html.validation_page(report))
     assert page.cards == [
         ("Rows read", "7", ""),
         ("Valid", "3", "good"),
@@ -656,7 +678,7 @@ def test_validation_page_shows_identifier_alternatives_when_there_are_two_or_mor
 
 
 def test_validation_page_without_skipped_rows_is_as_before() -> None:
-    for data in (validation_data(), ValidationReport(sources=["h.csv"]).to_dict()):
+    for data in (validation_data(), ValidationReport(sources=["h.csv"])):
         text = html.validation_page(data)
         page = Page(text)
         assert [label for label, _, _ in page.cards] == [
