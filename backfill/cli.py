@@ -6,14 +6,13 @@ turned into one-line messages and exit codes here and nowhere else.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import ssl
 import sys
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from functools import wraps
 from pathlib import Path
@@ -505,7 +504,9 @@ def _finish(
     how: Callable[[runs.SendRun, Callable[[Summary], None] | None], tuple[Summary, ExitCode]],
 ) -> None:
     """Run a send with a progress bar, print notes and the summary, exit with its code."""
-    with _progress_bar(options["no_progress"]) as on_progress:
+    from backfill.progress import progress_bar
+
+    with progress_bar(options["no_progress"], run) as on_progress:
         summary, code = how(run, on_progress)
     for note in run.notes:
         click.echo(f"note: {note}", err=True)
@@ -576,31 +577,6 @@ def _sandbox_config(options: dict[str, Any]) -> SandboxConfig | None:
         return None
     users = Path(options["sandbox_users"]) if options["sandbox_users"] else None
     return SandboxConfig(users_path=users, keep_received=False)
-
-
-@contextlib.contextmanager
-def _progress_bar(disabled: bool) -> Iterator[Callable[[Summary], None] | None]:
-    """A tqdm bar on stderr when it is a terminal, fed from the run's summary."""
-    if disabled or not sys.stderr.isatty():
-        yield None
-        return
-    from tqdm import tqdm
-
-    with tqdm(unit=" rows", file=sys.stderr, dynamic_ncols=True) as bar:
-
-        def update(summary: Summary) -> None:
-            bar.update(summary.rows - bar.n)
-            by = summary.by_status
-            extra = {"limit": f"{summary.settled[0]:.1f}"} if summary.settled else {}
-            bar.set_postfix(
-                sent=by[Status.SENT],
-                not_found=by[Status.NOT_FOUND],
-                failed=by[Status.FAILED],
-                refresh=False,
-                **extra,
-            )
-
-        yield update
 
 
 @cli.command()
