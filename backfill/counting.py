@@ -321,9 +321,9 @@ def _sniffed(head: bytes) -> str | None:
 
 
 def _ascii_compatible(encoding: str) -> bool:
-    """Whether an encoding writes newlines, quotes and brackets as ASCII does."""
+    """Whether an encoding writes newlines, quotes and brackets as ASCII does (a BOM aside)."""
     try:
-        return _ASCII_PROBE.encode(encoding) == _ASCII_PROBE.encode()
+        return (_ASCII_PROBE * 2).encode(encoding).endswith(_ASCII_PROBE.encode() * 2)
     except (LookupError, UnicodeError):
         return False
 

@@ -118,6 +118,14 @@ def test_parquet_from_its_metadata_in_place_or_in_an_archive(tmp_path: Path) -> 
     assert counted(str(tmp_path / "p.zip")) == Count(10, True)
 
 
+@pytest.mark.parametrize("encoding", ["cp1252", "utf-8-sig"])
+def test_encodings_that_write_newlines_as_ascii_are_counted(
+    tmp_path: Path, small_head: None, encoding: str
+) -> None:
+    (tmp_path / "e.csv").write_bytes(csv_text(1000).replace("e1", "é").encode(encoding))
+    assert counted(str(tmp_path / "e.csv"), dialect=Dialect(encoding=encoding)) == Count(1000, True)
+
+
 def test_utf16_is_estimated(tmp_path: Path, small_head: None) -> None:
     (tmp_path / "e.csv").write_bytes(csv_text(1000).encode("utf-16"))
     count = counted(str(tmp_path / "e.csv"), dialect=Dialect(encoding="utf-16"))
