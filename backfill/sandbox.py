@@ -82,6 +82,8 @@ class SandboxConfig:
     drop_after_rate: float = 0.0  # processed and recorded, then closed unanswered
     delay: float = 0.0
     rate_limit: float | None = None
+    # (seconds after the first request, limit from then on): a limit that changes mid-run
+    rate_limit_schedule: tuple[tuple[float, float], ...] = ()
     retry_after: float = 1.0
     seed: int | None = None
     keep_received: bool = True  # False keeps memory flat on long rehearsals
@@ -96,6 +98,17 @@ class SandboxConfig:
             raise UsageError("delay and retry_after must not be negative")
         if self.rate_limit is not None and not self.rate_limit > 0:
             raise UsageError(f"rate_limit must be above 0, got {self.rate_limit}")
+        if self.rate_limit_schedule:
+            if self.rate_limit is None:
+                raise UsageError("a rate limit schedule needs a rate limit to start from")
+            after = [step[0] for step in self.rate_limit_schedule]
+            if after != sorted(after) or not all(
+                seconds > 0 and limit > 0 for seconds, limit in self.rate_limit_schedule
+            ):
+                raise UsageError(
+                    "rate limit schedule steps must be positive seconds in order, each with a"
+                    " limit above 0"
+                )
         if not self.api_keys or not all(key.startswith("rk_") for key in self.api_keys):
             raise UsageError("the sandbox needs at least one API key, each starting with rk_")
 
@@ -129,6 +142,20 @@ class InvalidEvent(ValueError):
     """A request body the API would refuse with 400; the message says what is wrong."""
 
 
+def parse_schedule(text: str) -> tuple[tuple[float, float], ...]:
+    """``"30:100,60:200"`` (after 30 s the limit is 100/s, after 60 s 200/s) as steps."""
+    steps = []
+    for part in text.split(","):
+        seconds, _, limit = part.strip().partition(":")
+        try:
+            steps.append((float(seconds), float(limit)))
+        except ValueError:
+            raise UsageError(
+                f"{part.strip()!r} is not SECONDS:LIMIT (e.g. 30:100, the limit after 30 s)"
+            ) from None
+    return tuple(steps)
+
+
 class TokenBucket:
     """Requests per second with a burst of max(1, rate) tokens."""
 
@@ -138,15 +165,44 @@ class TokenBucket:
         self.tokens = self.capacity
         self.stamp: float | None = None
 
+    def set_rate(self, rate: float, now: float) -> None:
+        """A new limit from ``now`` on; its burst allowance shrinks (or grows) with it."""
+        self.refill(now)
+        self.rate = rate
+        self.capacity = max(1.0, rate)
+        self.tokens = min(self.tokens, self.capacity)
+
     def take(self, now: float) -> bool:
         """Spend a token at monotonic time ``now``; False when the bucket is empty."""
-        if self.stamp is not None:
-            self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
+        self.refill(now)
         if self.tokens < 1.0:
             return False
         self.tokens -= 1.0
         return True
+
+    def refill(self, now: float) -> None:
+        """Add the tokens earned since the last call."""
+        if self.stamp is not None:
+            self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+
+
+class RateLimit:
+    """A token bucket whose rate follows a schedule, timed from the first request."""
+
+    def __init__(self, rate: float, schedule: tuple[tuple[float, float], ...] = ()) -> None:
+        self.bucket = TokenBucket(rate)
+        self.schedule = list(schedule)
+        self.first_request: float | None = None
+
+    def allows(self, now: float) -> bool:
+        """Whether the limit in force at monotonic time ``now`` lets a request through."""
+        if self.first_request is None:
+            self.first_request = now
+        while self.schedule and now - self.first_request >= self.schedule[0][0]:
+            after, rate = self.schedule.pop(0)
+            self.bucket.set_rate(rate, self.first_request + after)
+        return self.bucket.take(now)
 
 
 # --- the request body -------------------------------------------------------------------
@@ -339,7 +395,11 @@ class _Server:
         self.registry = Registry.load(config.users_path)
         self.state = SandboxState()
         self.rng = random.Random(config.seed)
-        self.bucket = None if config.rate_limit is None else TokenBucket(config.rate_limit)
+        self.limit = (
+            None
+            if config.rate_limit is None
+            else RateLimit(config.rate_limit, config.rate_limit_schedule)
+        )
         self.failures = 0
         self.log: TextIO | None = None
 
@@ -455,8 +515,9 @@ def _decide(request: web.Request, raw: bytes, server: _Server) -> web.Response |
         return _too_many(server, "too many requests (injected throttle)")
     if server.roll(config.fail_rate):
         return _failure(server)
-    if server.bucket is not None and not server.bucket.take(time.monotonic()):
-        return _too_many(server, f"rate limit of {config.rate_limit} requests/s exceeded")
+    if server.limit is not None and not server.limit.allows(time.monotonic()):
+        rate = server.limit.bucket.rate
+        return _too_many(server, f"rate limit of {rate:g} requests/s exceeded")
     response = _accept(request, raw, server)
     if server.roll(config.drop_after_rate):
         state.dropped_after += 1

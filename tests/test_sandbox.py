@@ -25,6 +25,7 @@ from backfill.errors import InputError, UsageError
 from backfill.sandbox import (
     MAX_REQUEST_TIMES,
     InvalidEvent,
+    RateLimit,
     Registry,
     RunningSandbox,
     SandboxConfig,
@@ -34,6 +35,7 @@ from backfill.sandbox import (
     load_users,
     loopback_host,
     parse_event,
+    parse_schedule,
     serve,
 )
 
@@ -490,6 +492,48 @@ def test_token_bucket_refills_at_its_rate() -> None:
     assert [slow.take(0.0), slow.take(1.0), slow.take(2.0)] == [True, False, True]
 
 
+def test_a_rate_limit_schedule_halves_the_limit_and_brings_it_back() -> None:
+    # Times count from the first request: a limit that changes mid-run, for any run.
+    limit = RateLimit(10.0, ((1.0, 5.0), (2.0, 10.0)))
+
+    def allowed(at: float, tries: int) -> int:
+        return sum(limit.allows(500.0 + at) for _ in range(tries))
+
+    assert allowed(0.0, 20) == 10  # the burst of 10/s
+    assert allowed(1.0, 20) == 5  # halved: the burst shrinks with it
+    assert allowed(1.5, 20) == 2  # refilled at 5/s
+    assert allowed(2.5, 20) == 8  # half a token left, 2.5 more by 2.0 at 5/s, 5 by 2.5 at 10/s
+    assert allowed(4.0, 20) == 10  # the whole burst of 10/s again
+
+
+def test_a_rate_limit_schedule_reaches_the_client_as_429s() -> None:
+    config = SandboxConfig(rate_limit=1000.0, rate_limit_schedule=((0.3, 1.0),), retry_after=0.5)
+
+    async def scenario(sandbox: RunningSandbox, session: aiohttp.ClientSession) -> list[int]:
+        first = [reply(await post(session, sandbox.url, BODY)).status for _ in range(3)]
+        await asyncio.sleep(0.35)
+        later = [reply(await post(session, sandbox.url, BODY)) for _ in range(3)]
+        assert all(r.headers["Retry-After"] == "0.5" for r in later if r.status == 429)
+        assert "rate limit of 1 requests/s" in later[-1].text
+        return first + [r.status for r in later]
+
+    assert with_sandbox(config, scenario) == [200, 200, 200, 200, 429, 429]
+
+
+@pytest.mark.parametrize(
+    ("text", "steps"),
+    [("30:100", ((30.0, 100.0),)), (" 30:100, 60:200 ", ((30.0, 100.0), (60.0, 200.0)))],
+)
+def test_rate_limit_schedules_are_read(text: str, steps: tuple[tuple[float, float], ...]) -> None:
+    assert parse_schedule(text) == steps
+
+
+@pytest.mark.parametrize("text", ["30", "30:", "x:100", "30:100;60:50"])
+def test_malformed_rate_limit_schedules_are_refused(text: str) -> None:
+    with pytest.raises(UsageError, match="is not SECONDS:LIMIT"):
+        parse_schedule(text)
+
+
 def test_max_in_flight_shows_the_clients_concurrency_cap() -> None:
     async def scenario(sandbox: RunningSandbox, session: aiohttp.ClientSession) -> SandboxState:
         await asyncio.gather(*(post(session, sandbox.url, BODY) for _ in range(7)))
@@ -512,6 +556,9 @@ def test_max_in_flight_shows_the_clients_concurrency_cap() -> None:
         {"drop_after_rate": -0.1},
         {"delay": -1.0},
         {"rate_limit": 0.0},
+        {"rate_limit_schedule": ((30.0, 100.0),)},  # no rate limit to start from
+        {"rate_limit": 10.0, "rate_limit_schedule": ((30.0, 100.0), (10.0, 5.0))},
+        {"rate_limit": 10.0, "rate_limit_schedule": ((30.0, 0.0),)},
         {"api_keys": frozenset({"sk_live"})},
         {"api_keys": frozenset()},
     ],
