@@ -261,16 +261,17 @@ def send_options(func: F) -> F:
         click.option(
             "--concurrency",
             type=ConcurrencyType(),
-            default="8",
+            default="auto",
             show_default=True,
-            help="Requests in flight at most, or 'auto' to find what the server takes.",
+            help="Requests in flight at most, or 'auto': find the concurrency and rate the"
+            " server takes.",
         ),
         click.option(
             "--max-concurrency",
             type=click.IntRange(1, 1024),
-            default=64,
+            default=1024,
             show_default=True,
-            help="The most requests in flight --concurrency auto may reach.",
+            help="The most requests in flight --concurrency auto may reach (workers, pool).",
         ),
         click.option(
             "--rate",
@@ -579,6 +580,16 @@ def _sandbox_config(options: dict[str, Any]) -> SandboxConfig | None:
     return SandboxConfig(users_path=users, keep_received=False)
 
 
+def _rate_limit_schedule(value: str | None) -> tuple[tuple[float, float], ...]:
+    """--rate-limit-schedule as steps; a malformed one is a usage error naming it."""
+    from backfill.sandbox import parse_schedule
+
+    try:
+        return parse_schedule(value) if value else ()
+    except UsageError as exc:
+        raise click.BadParameter(str(exc), param_hint="--rate-limit-schedule") from None
+
+
 @cli.command()
 @click.option(
     "--host", default=SANDBOX_HOST, show_default=True, help="Loopback address to listen on."
@@ -628,6 +639,11 @@ def _sandbox_config(options: dict[str, Any]) -> SandboxConfig | None:
     "--rate-limit",
     type=click.FloatRange(min=0, min_open=True),
     help="Requests per second above which answers are 429.",
+)
+@click.option(
+    "--rate-limit-schedule",
+    callback=lambda ctx, param, value: _rate_limit_schedule(value),
+    help="Change --rate-limit mid-run: '30:100,60:200' is 100/s after 30 s, 200/s after 60 s.",
 )
 @click.option(
     "--retry-after",

@@ -45,7 +45,7 @@ from backfill.redact import redact, register
 from backfill.results import Record, ResultsWriter
 from backfill.sandbox import RunningSandbox, SandboxConfig
 from backfill.summary import Summary
-from backfill.throttle import AdaptiveConcurrency, RateLimiter
+from backfill.throttle import Answer, AutoGate, RateLimiter
 
 RETRYABLE = frozenset({408, 429}) | frozenset(range(500, 600))
 MAX_RESPONSE_BYTES = 64 * 1024  # a response is read this far at most: a sink cannot flood us
@@ -79,7 +79,7 @@ class Target:
 class SendOptions:
     """How hard to push: concurrency and rate caps, retries, and when to give up."""
 
-    concurrency: int = 8
+    concurrency: int = 8  # with adaptive, the ceiling: workers and pooled connections
     rate: float | None = None
     max_retries: int = 5
     timeout: float = 30.0
@@ -87,7 +87,7 @@ class SendOptions:
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
     limit: int | None = None  # input rows to take, for a trial run
-    adaptive: bool = False  # --concurrency auto: find the in-flight limit the server takes
+    adaptive: bool = False  # --concurrency auto: find the in-flight limit and rate it takes
 
 
 def is_loopback(host: str) -> bool:
@@ -200,7 +200,7 @@ class Sender:
         self.summary = summary
         self.on_progress = on_progress
         self.limiter = RateLimiter(options.rate)
-        self.gate = AdaptiveConcurrency(options.concurrency) if options.adaptive else None
+        self.gate = AutoGate(options.concurrency) if options.adaptive else None
         self.stopping = asyncio.Event()
         self.aborted: str | None = None
         self.interrupted = False
@@ -220,6 +220,8 @@ class Sender:
             self.aborted = reason
         self.interrupted = self.interrupted or interrupted
         self.stopping.set()
+        if self.gate is not None:
+            self.gate.close()  # workers waiting for a start (a pause, the pacer) give up now
 
     async def run(self, batches: Iterator[Sequence[Item]], ssl_context: ssl.SSLContext) -> None:
         """Send every valid row of the batches and record every row."""
@@ -309,6 +311,8 @@ class Sender:
                 ambiguous += 1  # sending again what may have arrived before
                 self.summary.ambiguous_retries += 1
             attempt = await self._attempt(session, job.payload)
+            if attempt is None:
+                return None  # stopped while waiting for the gate: not sent now
             self.summary.requests += 1
             if self.debug:
                 _log_attempt(job, attempts, attempt)
@@ -326,6 +330,8 @@ class Sender:
             if attempt.ambiguous:
                 ambiguous += 1
                 self.summary.ambiguous_retries += 1
+            if self.gate is not None and status == 429 and attempt.retry_after is not None:
+                continue  # the gate holds every start until then, this row's too
             await self._pause(self._backoff(attempts, attempt.retry_after))
 
     async def _pause(self, seconds: float) -> None:
@@ -333,17 +339,19 @@ class Sender:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
 
-    async def _attempt(self, session: aiohttp.ClientSession, payload: str) -> Attempt:
-        """One POST, under the adaptive limit when there is one."""
+    async def _attempt(self, session: aiohttp.ClientSession, payload: str) -> Attempt | None:
+        """One POST, through the gate of --concurrency auto when there is one; None if the
+        run stopped before it could start."""
         if self.gate is None:
             return await self._post(session, payload)
         started = await self.gate.acquire()
+        if started is None:
+            return None
         attempt = Attempt(None)
         try:
             attempt = await self._post(session, payload)
         finally:
-            congested = attempt.http_status in (429, 503) or attempt.error == TIMEOUT
-            await self.gate.release(started, congested)
+            self.gate.release(started, _load_signal(attempt), attempt.retry_after)
         return attempt
 
     async def _post(self, session: aiohttp.ClientSession, payload: str) -> Attempt:
@@ -398,15 +406,36 @@ class Sender:
             self.consecutive_failures = 0
         self._progress()
 
+    def _settled(self, now: float) -> None:
+        """What --concurrency auto runs at, and how long Retry-After paused the run."""
+        assert self.gate is not None
+        control = self.gate.control
+        self.summary.settled = control.settled(now)
+        self.summary.rate_paced = control.rate is not None
+        self.summary.paused_seconds = control.paused_seconds
+        self.summary.pauses = control.pauses
+
     def _progress(self, force: bool = False) -> None:
         """Tell the caller how far we are, a few times a second."""
         now = time.monotonic()
         if force or now - self.last_progress >= PROGRESS_EVERY:
             self.last_progress = now
             if self.gate is not None:
-                self.summary.settled = (self.gate.limit, self.gate.rate())
+                self._settled(now)
             if self.on_progress is not None:
                 self.on_progress(self.summary)
+
+
+def _load_signal(attempt: Attempt) -> Answer:
+    """What an attempt tells --concurrency auto about the server's load."""
+    status = attempt.http_status
+    if status == 429:
+        return Answer.THROTTLED
+    if status == 503 or attempt.error == TIMEOUT:
+        return Answer.OVERLOADED
+    if status is None or status >= 500:
+        return Answer.OTHER
+    return Answer.OK
 
 
 def _is_local(url: str) -> bool:

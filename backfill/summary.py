@@ -143,7 +143,10 @@ class Summary:
     ambiguous_retries: int = 0
     elapsed: float = 0.0
     stopped: str | None = None  # why the run stopped early, if it did
-    settled: tuple[float, float] | None = None  # --concurrency auto: (limit, requests/s)
+    settled: tuple[float, float] | None = None  # --concurrency auto: (in flight, requests/s)
+    rate_paced: bool = False  # --concurrency auto paced requests by rate (a 429 engaged it)
+    paused_seconds: float = 0.0  # the whole run held by Retry-After, overlaps counted once
+    pauses: int = 0
     resume_command: str | None = None  # shown when the run stopped early
     answered_by_id: Counter[str] = field(default_factory=Counter)
     not_found_by_id: Counter[str] = field(default_factory=Counter)
@@ -297,6 +300,9 @@ class Summary:
             "stopped": self.stopped,
             "settled_concurrency": round(self.settled[0], 1) if self.settled else None,
             "settled_rate": round(self.settled[1], 1) if self.settled else None,
+            "rate_paced": self.rate_paced if self.settled else None,
+            "paused_seconds": round(self.paused_seconds, 1) if self.settled else None,
+            "pauses": self.pauses if self.settled else None,
             "diagnosis": diagnosis_lines(groups, self.by_status[Status.NOT_FOUND]),
             "retry_command": self.retry_command(),
             "resume_command": self.resume_command if self.stopped else None,
@@ -354,6 +360,29 @@ def _bump(counter: Counter[str], name: str, count: int = 1) -> None:
         counter[name] += count
 
 
+def _settled_lines(data: dict[str, Any]) -> list[str]:
+    """What --concurrency auto settled on, and how long Retry-After paused the run."""
+    in_flight, rate = data["settled_concurrency"], data["settled_rate"]
+    if data.get("rate_paced"):
+        line = (
+            f"Concurrency auto settled on {rate:,.1f} requests/s (paced: the server answered"
+            f" 429), about {in_flight:,.1f} requests in flight"
+        )
+    else:
+        line = (
+            f"Concurrency auto settled on {in_flight:,.1f} requests in flight"
+            f" ({rate:,.0f} requests/s over the last seconds; no 429, no pacing)"
+        )
+    lines = [line]
+    if data.get("pauses"):
+        pauses = data["pauses"]
+        lines.append(
+            f"Paused {data['paused_seconds']:,.1f} s in all by Retry-After"
+            f" ({pauses:,} pause{'s' if pauses != 1 else ''} of the whole run)"
+        )
+    return lines
+
+
 def render_text(data: dict[str, Any], style: Style = plain) -> str:
     """The summary for a terminal; ``style`` colours parts (none by default)."""
     lines = [f"Rows with a final record: {data['rows']:,}"]
@@ -373,10 +402,7 @@ def render_text(data: dict[str, Any], style: Style = plain) -> str:
         + f"; retries: {data['retries']:,}; ambiguous retries: {data['ambiguous_retries']:,}"
     )
     if data.get("settled_concurrency"):
-        lines.append(
-            f"Concurrency auto settled on {data['settled_concurrency']:.1f} requests in flight"
-            f" ({data['settled_rate']:,.0f} requests/s over the last seconds)"
-        )
+        lines += _settled_lines(data)
     if data["ambiguous_retries"]:
         lines.append(
             "  (an ambiguous retry follows a timeout or dropped connection after the request was"
