@@ -10,7 +10,8 @@
           +-- ResultsWriteError the results file could not be written or synced (exit 3)
 
 Only ``cli.py`` turns these into messages and exit codes; the core raises them with a
-one-line message that already names the file, row and field involved.
+one-line message that already names the file, row and field involved, and carries them as
+data too (``file``, ``row``, ``field``) for a program that catches them.
 """
 
 from __future__ import annotations
@@ -29,9 +30,25 @@ class ExitCode(IntEnum):
 
 
 class BackfillError(Exception):
-    """An error the user can act on; its message is shown as is."""
+    """An error the user can act on; its message is shown as is.
+
+    ``file`` is the file, archive member or URL involved, ``row`` the row (or line) in it,
+    ``field`` the column or mapping key: None where the error has none.
+    """
 
     exit_code = ExitCode.NOTHING_SENT
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        row: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.file, self.row, self.field = file, row, field
 
 
 class UsageError(BackfillError):

@@ -358,7 +358,8 @@ def _refuse_output_inside(output: str, source: str) -> None:
     if not any(part.startswith((".", "_")) for part in inside.parts):
         raise UsageError(
             f"{output}: is inside the input directory {source}, where validate would read it"
-            " as an export; write it elsewhere"
+            " as an export; write it elsewhere",
+            file=output,
         )
 
 
@@ -442,7 +443,7 @@ def read_sample(
         frame = frame.filter(pl.col(MALFORMED).is_null())
     if not frame.height:
         detail = f"none of the {_count(count, 'row')} sampled can be read" if count else "no rows"
-        raise InputError(f"{unit.name}: nothing to guess a mapping from: {detail}")
+        raise InputError(f"{unit.name}: nothing to guess a mapping from: {detail}", file=unit.name)
     sample = Sample(frame, inp.columns, unit.name, note, dialect)
     sample.read = [c for c in inp.columns if frame_column(c) in frame.columns]
     sample.times = [c for c, t in types.items() if isinstance(t, pl.Datetime | pl.Date)]
@@ -478,11 +479,13 @@ def _refuse_one_column(sample: Sample) -> None:
     if dialect.delimiter_why == GIVEN.format("delimiter"):
         raise InputError(
             f"{sample.name}: with --delimiter {_toml(dialect.delimiter or '')} the header reads"
-            f" as one column, '{header}'; nothing written"
+            f" as one column, '{header}'; nothing written",
+            file=sample.name,
         )
     raise InputError(
         f"{sample.name}: the header reads as one column, '{header}': it holds no ',', ';', tab"
-        " or '|' (give --delimiter if another character parts its columns); nothing written"
+        " or '|' (give --delimiter if another character parts its columns); nothing written",
+        file=sample.name,
     )
 
 
@@ -699,7 +702,8 @@ def pick_timestamp(
     near = _near_miss(named.column, times[named.column]) if named is not None else ""
     raise InputError(
         f"{source}: no column reads as timestamps in {_count(rows, 'sampled row')}{near};"
-        " nothing written (write the mapping by hand: see 'The mapping file' in README.md)"
+        " nothing written (write the mapping by hand: see 'The mapping file' in README.md)",
+        file=source,
     )
 
 
@@ -726,7 +730,8 @@ def pick_identifier(profiles: list[Profile], taken: set[str], source: str) -> tu
     raise InputError(
         f"{source}: no column holds user identifiers (email addresses, or a name such as"
         " user_id or customer_id); nothing written (write the mapping by hand: see"
-        " 'The mapping file' in README.md)"
+        " 'The mapping file' in README.md)",
+        file=source,
     )
 
 
@@ -1033,7 +1038,7 @@ def write_mapping(text: str, output: str, source: str, columns: Sequence[str], f
     try:
         fd, scratch = tempfile.mkstemp(prefix=".init-", suffix=".toml", dir=out.parent)
     except OSError as exc:
-        raise UsageError(f"{output}: cannot write: {exc.strerror}") from None
+        raise UsageError(f"{output}: cannot write: {exc.strerror}", file=output) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -1042,7 +1047,7 @@ def write_mapping(text: str, output: str, source: str, columns: Sequence[str], f
         except MappingError as exc:
             reason = str(exc).replace(scratch, output)  # the scratch file is no name to show
             raise MappingError(
-                f"{output}: not written: the guessed mapping is refused ({reason})"
+                f"{output}: not written: the guessed mapping is refused ({reason})", file=output
             ) from None
         try:
             with out.open("w" if force else "x", encoding="utf-8") as f:
@@ -1050,7 +1055,7 @@ def write_mapping(text: str, output: str, source: str, columns: Sequence[str], f
         except FileExistsError:
             raise UsageError(f"{output} already exists; give --force to write over it") from None
         except OSError as exc:
-            raise UsageError(f"{output}: cannot write: {exc.strerror}") from None
+            raise UsageError(f"{output}: cannot write: {exc.strerror}", file=output) from None
     finally:
         with contextlib.suppress(OSError):
             os.unlink(scratch)
@@ -1163,7 +1168,7 @@ def _head(stream: BinaryIO, name: str) -> tuple[bytes, bool]:
                 return bytes(head), True
             head += block
     except OSError as exc:
-        raise InputError(f"{name}: cannot read: {exc.strerror or exc}") from None
+        raise InputError(f"{name}: cannot read: {exc.strerror or exc}", file=name) from None
     return bytes(head), False
 
 

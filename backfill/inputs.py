@@ -175,7 +175,7 @@ def open_input(
             stream = cast(BinaryIO, _Transcoded(stream, dialect.encoding, name))
         first = _read(stream, name, 0)
         if not first:
-            raise InputError(f"{name}: file is empty (no header or rows)")
+            raise InputError(f"{name}: file is empty (no header or rows)", file=name)
         first = first.removeprefix(BOM)
         if fmt in ("jsonl", "json"):
             opened = _open_jsonl(name, stream, unit.size, first)
@@ -224,7 +224,8 @@ def _sniffed(head: bytes, name: str) -> Format:
         return "json"
     raise InputError(
         f"{name}: unknown input format (expected .csv, .tsv, .jsonl, .ndjson, .json or"
-        " .parquet, optionally .gz; or give --format)"
+        " .parquet, optionally .gz; or give --format)",
+        file=name,
     )
 
 
@@ -266,7 +267,7 @@ class _Transcoded(io.RawIOBase):
         try:
             self.decoder = codecs.getincrementaldecoder(encoding)(errors=UNDECODABLE_ERRORS)
         except LookupError:
-            raise InputError(f"{name}: unknown encoding '{encoding}'") from None
+            raise InputError(f"{name}: unknown encoding '{encoding}'", file=name) from None
         self.stream = stream
         self.done = False
         self.name, self.encoding = name, encoding
@@ -282,7 +283,7 @@ class _Transcoded(io.RawIOBase):
                 text = self.decoder.decode(raw, final=self.done)
             except UnicodeError as exc:  # UTF-16 without its byte order mark, say
                 raise InputError(
-                    f"{self.name}: cannot be read as {self.encoding} ({exc})"
+                    f"{self.name}: cannot be read as {self.encoding} ({exc})", file=self.name
                 ) from None
             if text:
                 return text.encode("utf-8", "surrogatepass")
@@ -336,7 +337,9 @@ class _ArrayLines(io.RawIOBase):
             raw = self.stream.read(BATCH_BYTES)
             if not raw:
                 if self.depth:
-                    raise InputError(f"{self.name}: the JSON array is cut short (never closed)")
+                    raise InputError(
+                        f"{self.name}: the JSON array is cut short (never closed)", file=self.name
+                    )
                 return b""
             out = self._lines(raw)
             if out:
@@ -411,7 +414,9 @@ def _open_parquet(unit: Located, stream: BinaryIO, head: bytes) -> InputFile:
         if scratch is not None:
             os.unlink(scratch)
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"{unit.name}: not a readable Parquet file ({reason})") from None
+        raise InputError(
+            f"{unit.name}: not a readable Parquet file ({reason})", file=unit.name
+        ) from None
     inp = InputFile(unit.name, "parquet", list(schema.names()), stream, unit.size)
     inp.parquet, inp.scratch = lazy, scratch
     return inp
@@ -437,7 +442,9 @@ def require_readable(inp: InputFile, columns: Sequence[str]) -> None:
         if column in types and unreadable(types[column]):
             raise InputError(
                 f"{inp.name}: column '{column}' is of the Parquet type {types[column]},"
-                " which has no text form to read"
+                " which has no text form to read",
+                file=inp.name,
+                field=column,
             )
 
 
@@ -467,7 +474,11 @@ def _parquet_frames(inp: InputFile, batch_bytes: int) -> Iterator[pl.DataFrame]:
             )
     except (pl.exceptions.PolarsError, OSError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"{inp.name}: cannot read after row {inp.rows_read}: {reason}") from None
+        raise InputError(
+            f"{inp.name}: cannot read after row {inp.rows_read}: {reason}",
+            file=inp.name,
+            row=inp.rows_read + 1,
+        ) from None
 
 
 def _as_text(column: pl.Expr, dtype: pl.DataType) -> pl.Expr:
@@ -492,10 +503,14 @@ def _read(stream: BinaryIO, name: str, rows_before: int, size: int | None = None
         return stream.read(size or BATCH_BYTES)
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise InputError(
-            f"{name}: compressed data is corrupt or truncated after row {rows_before} ({exc})"
+            f"{name}: compressed data is corrupt or truncated after row {rows_before} ({exc})",
+            file=name,
+            row=rows_before + 1,
         ) from None
     except OSError as exc:
-        raise InputError(f"{name}: cannot read after row {rows_before}: {exc}") from None
+        raise InputError(
+            f"{name}: cannot read after row {rows_before}: {exc}", file=name, row=rows_before + 1
+        ) from None
 
 
 def _open_delimited(
@@ -513,19 +528,23 @@ def _open_delimited(
         eof = _grow(buf, lambda: _read(stream, name, 0), quoted=True)
         end = _first_record_end(buf)
     if end < 0 and not eof:
-        raise InputError(f"{name}: the header row is longer than {_size(MAX_PENDING_BYTES)}")
+        raise InputError(
+            f"{name}: the header row is longer than {_size(MAX_PENDING_BYTES)}", file=name
+        )
     end = len(buf) if end < 0 else end
     try:
         header_text = buf[:end].decode("utf-8")
     except UnicodeDecodeError:
-        raise InputError(f"{name}: the header row is not valid UTF-8") from None
+        raise InputError(f"{name}: the header row is not valid UTF-8", file=name) from None
     if UNDECODABLE in header_text:
-        raise InputError(f"{name}: the header row has bytes its encoding cannot read")
+        raise InputError(f"{name}: the header row has bytes its encoding cannot read", file=name)
     sep = delimiter or SEPARATORS.get(fmt, ",")
     if sep == "auto":
         sep = sniff_delimiter(header_text)
     if len(sep) != 1 or sep in '"\r\n':
-        raise InputError(f"{name}: the delimiter must be one character (not a quote), got {sep!r}")
+        raise InputError(
+            f"{name}: the delimiter must be one character (not a quote), got {sep!r}", file=name
+        )
     header = next(csv.reader(io.StringIO(header_text), delimiter=sep), [])
     columns = _column_names(name, header)
     inp = InputFile(name, fmt, columns, stream, size, pending=buf[end + 1 :])
@@ -545,11 +564,15 @@ def _column_names(name: str, header: list[str]) -> list[str]:
     """Header names, stripped; blank names become column_N; duplicates are refused."""
     columns = [h.strip() or f"column_{i + 1}" for i, h in enumerate(header)]
     if not columns or columns == ["column_1"]:
-        raise InputError(f"{name}: the header row is empty")
+        raise InputError(f"{name}: the header row is empty", file=name)
     seen: set[str] = set()
     for column in columns:
         if column in seen:
-            raise InputError(f"{name}: column '{column}' appears twice in the header row")
+            raise InputError(
+                f"{name}: column '{column}' appears twice in the header row",
+                file=name,
+                field=column,
+            )
         seen.add(column)
     return columns
 

@@ -49,7 +49,7 @@ def locate(argument: str) -> list[Located]:
     if path.is_dir():
         found = [f for file in _files_under(path) for f in _file(str(file))]
         if not found:
-            raise InputError(f"{argument}: no files under this directory")
+            raise InputError(f"{argument}: no files under this directory", file=argument)
         return found
     return _file(argument)
 
@@ -85,13 +85,13 @@ def open_file(name: str) -> BinaryIO:
     try:
         return open(name, "rb")
     except FileNotFoundError:
-        raise InputError(f"{name}: no such file") from None
+        raise InputError(f"{name}: no such file", file=name) from None
     except IsADirectoryError:
-        raise InputError(f"{name}: is a directory, not an input file") from None
+        raise InputError(f"{name}: is a directory, not an input file", file=name) from None
     except PermissionError:
-        raise InputError(f"{name}: permission denied") from None
+        raise InputError(f"{name}: permission denied", file=name) from None
     except OSError as exc:
-        raise InputError(f"{name}: cannot open: {exc.strerror}") from None
+        raise InputError(f"{name}: cannot open: {exc.strerror}", file=name) from None
 
 
 def _size(name: str) -> int | None:
@@ -108,10 +108,10 @@ def _members(archive: str) -> list[Located]:
         with zipfile.ZipFile(archive) as zipped:
             infos = [i for i in zipped.infolist() if not i.is_dir()]
     except (zipfile.BadZipFile, OSError) as exc:
-        raise InputError(f"{archive}: not a readable zip archive ({exc})") from None
+        raise InputError(f"{archive}: not a readable zip archive ({exc})", file=archive) from None
     infos = [i for i in infos if not hidden(i.filename.rsplit("/", 1)[-1])]
     if not infos:
-        raise InputError(f"{archive}: the zip archive holds no files")
+        raise InputError(f"{archive}: the zip archive holds no files", file=archive)
     return [
         Located(
             f"{archive}{ZIP_SEPARATOR}{info.filename}",
@@ -162,7 +162,7 @@ def fingerprint(path: str) -> dict[str, object]:
             size = os.fstat(handle.fileno()).st_size
             digest = hashlib.file_digest(handle, "sha256")
     except OSError as exc:
-        raise ResultsFileError(f"{path}: cannot read: {exc.strerror}") from None
+        raise ResultsFileError(f"{path}: cannot read: {exc.strerror}", file=path) from None
     return {"path": path, "size": size, "sha256": digest.hexdigest()}
 
 

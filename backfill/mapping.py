@@ -229,21 +229,22 @@ def load_mapping(path: str | Path) -> Mapping:
         # utf-8-sig: editors on Windows often save UTF-8 with a byte order mark.
         text = Path(path).read_text(encoding="utf-8-sig")
     except FileNotFoundError:
-        raise MappingError(f"{name}: no such mapping file") from None
+        raise MappingError(f"{name}: no such mapping file", file=name) from None
     except IsADirectoryError:
-        raise MappingError(f"{name}: is a directory, not a mapping file") from None
+        raise MappingError(f"{name}: is a directory, not a mapping file", file=name) from None
     except UnicodeDecodeError as exc:
         line = exc.object.count(b"\n", 0, exc.start) + 1
         raise MappingError(
             f"{name}: the mapping file is not UTF-8 text"
-            f" (byte 0x{exc.object[exc.start]:02x} on line {line})"
+            f" (byte 0x{exc.object[exc.start]:02x} on line {line})",
+            file=name,
         ) from None
     except OSError as exc:
-        raise MappingError(f"{name}: cannot read mapping file: {exc.strerror}") from None
+        raise MappingError(f"{name}: cannot read mapping file: {exc.strerror}", file=name) from None
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise MappingError(f"{name}: not valid TOML: {exc}") from None
+        raise MappingError(f"{name}: not valid TOML: {exc}", file=name) from None
     return _parse(doc, name, text)
 
 
@@ -297,13 +298,13 @@ def _input(doc: dict[str, Any], name: str) -> InputSettings:
     delimiter = table.get("delimiter")  # not trimmed: "\t" is a delimiter
     if delimiter is not None:
         if not isinstance(delimiter, str):
-            raise MappingError(f"{name}: input.delimiter must be a string")
+            raise MappingError(f"{name}: input.delimiter must be a string", file=name)
         delimiter = check_delimiter(delimiter, f"{name}: input.delimiter")
     encoding = _optional_str(table, "encoding", name, "input") or "utf-8"
     check_encoding(encoding, f"{name}: input.encoding")
     comma = table.get("decimal_comma", False)
     if not isinstance(comma, bool):
-        raise MappingError(f"{name}: input.decimal_comma must be true or false")
+        raise MappingError(f"{name}: input.decimal_comma must be true or false", file=name)
     return InputSettings(delimiter, encoding, comma)
 
 
@@ -321,18 +322,18 @@ def check_encoding(encoding: str, where: str) -> None:
     try:
         codecs.lookup(encoding)
     except LookupError:
-        raise MappingError(f"{where}: unknown encoding '{encoding}'") from None
+        raise MappingError(f"{where}: unknown encoding '{encoding}'", file=where) from None
 
 
 def _identifiers(doc: dict[str, Any], name: str) -> tuple[Identifier, ...]:
     """The [identifier] table, or the [[identifier]] alternatives in the order they are tried."""
     if "identifier" not in doc:
-        raise MappingError(f"{name}: missing table [identifier]")
+        raise MappingError(f"{name}: missing table [identifier]", file=name)
     tables = doc["identifier"]
     if isinstance(tables, dict):
         tables = [tables]
     if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
-        raise MappingError(f"{name}: [identifier] must be a table or an array of tables")
+        raise MappingError(f"{name}: [identifier] must be a table or an array of tables", file=name)
     found = []
     for table in tables:
         _check_keys(table, IDENTIFIER_KEYS, name, "identifier")
@@ -355,12 +356,14 @@ def _filter(doc: dict[str, Any], name: str) -> Filter:
     since = _moment(table, "since", name)
     until = _moment(table, "until", name)
     if since is not None and until is not None and since >= until:
-        raise MappingError(f"{name}: filter.since must be before filter.until")
+        raise MappingError(f"{name}: filter.since must be before filter.until", file=name)
     dedupe = table.get("dedupe")
     payload = dedupe == "payload"
     keys: list[Any] = [] if dedupe is None or payload else _as_list(dedupe)
     if dedupe is not None and not payload and not all(isinstance(k, str | dict) for k in keys):
-        raise MappingError(f'{name}: filter.dedupe must be a source, a list of them or "payload"')
+        raise MappingError(
+            f'{name}: filter.dedupe must be a source, a list of them or "payload"', file=name
+        )
     return Filter(
         include=_value_rules(table, "include", name),
         exclude=_value_rules(table, "exclude", name),
@@ -379,12 +382,12 @@ def _value_rules(
     """filter.include or filter.exclude: source -> the raw values that match."""
     rules = table.get(key, {})
     if not isinstance(rules, dict):
-        raise MappingError(f"{name}: filter.{key} must be a table of source = [values]")
+        raise MappingError(f"{name}: filter.{key} must be a table of source = [values]", file=name)
     found = []
     for source, values in rules.items():
         listed = _as_list(values)
         if not listed or not all(isinstance(v, str | int | float | bool) for v in listed):
-            raise MappingError(f"{name}: filter.{key}.{source} must be a list of values")
+            raise MappingError(f"{name}: filter.{key}.{source} must be a list of values", file=name)
         texts = tuple(_raw_text(v) for v in listed)
         found.append((source_of(f"filter.{key}", [_non_empty(source, name, key)]), texts))
     return tuple(found)
@@ -413,7 +416,8 @@ def _moment(table: dict[str, Any], key: str, name: str) -> datetime | None:
             return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     raise MappingError(
         f"{name}: filter.{key} must be a date or time like 2023-01-01 or 2023-01-01T00:00:00Z,"
-        f" got {text!r}"
+        f" got {text!r}",
+        file=name,
     )
 
 
@@ -435,7 +439,8 @@ def _check_keys(table: AnyMapping[str, Any], allowed: Sequence[str], name: str, 
             place = f"[{where}] " if where else ""
             raise MappingError(
                 f"{name}: {place}unknown key '{key}'{_suggest(key, allowed)};"
-                f" expected one of: {', '.join(allowed)}"
+                f" expected one of: {', '.join(allowed)}",
+                file=name,
             )
 
 
@@ -449,11 +454,11 @@ def _table(doc: dict[str, Any], key: str, name: str, required: bool) -> dict[str
     """A sub-table of the document, checked to be a table."""
     if key not in doc:
         if required:
-            raise MappingError(f"{name}: missing table [{key}]")
+            raise MappingError(f"{name}: missing table [{key}]", file=name)
         return {}
     value = doc[key]
     if not isinstance(value, dict):
-        raise MappingError(f"{name}: [{key}] must be a table, got {_type_name(value)}")
+        raise MappingError(f"{name}: [{key}] must be a table, got {_type_name(value)}", file=name)
     return value
 
 
@@ -468,18 +473,20 @@ def _source(table: dict[str, Any], where: str, key: str, name: str) -> Source:
     place = f"{where}.{key}"
     if key not in table:
         raise MappingError(
-            f"{name}: [{where}] missing '{key}' (a column name or {{ value = ... }})"
+            f"{name}: [{where}] missing '{key}' (a column name or {{ value = ... }})", file=name
         )
     spec = table[key]
     if isinstance(spec, str | list):
         return source_of(place, _candidates(spec, name, place))
     if not isinstance(spec, dict):
         raise MappingError(
-            f"{name}: {place} must be a column name or a table, got {_type_name(spec)}"
+            f"{name}: {place} must be a column name or a table, got {_type_name(spec)}", file=name
         )
     _check_keys(spec, SOURCE_KEYS + EXTRA_KEYS.get(place, ()), name, place)
     if sum(k in spec for k in SOURCE_KEYS) != 1:
-        raise MappingError(f"{name}: {place} needs exactly one of 'column', 'path' or 'value'")
+        raise MappingError(
+            f"{name}: {place} needs exactly one of 'column', 'path' or 'value'", file=name
+        )
     if "value" in spec:
         return Source(place, value=_constant(spec["value"], name, place))
     if "path" in spec:
@@ -499,24 +506,25 @@ def _candidates(spec: object, name: str, place: str) -> list[Candidate]:
         else:
             raise MappingError(
                 f"{name}: {place} must be a column name, a path or a list of them,"
-                f" got {_type_name(item)}"
+                f" got {_type_name(item)}",
+                file=name,
             )
     if not found:
-        raise MappingError(f"{name}: {place} is an empty list")
+        raise MappingError(f"{name}: {place} is an empty list", file=name)
     return found
 
 
 def _path(spec: object, name: str, place: str) -> tuple[str, ...]:
     """An explicit path: a list of keys, the first a column."""
     if not isinstance(spec, list) or not spec or not all(isinstance(k, str) for k in spec):
-        raise MappingError(f"{name}: {place}.path must be a list of keys")
+        raise MappingError(f"{name}: {place}.path must be a list of keys", file=name)
     return tuple(_non_empty(k, name, place) for k in spec)
 
 
 def _non_empty(text: str, name: str, place: str) -> str:
     """A column name or constant that is not blank."""
     if not text.strip():
-        raise MappingError(f"{name}: {place} is empty")
+        raise MappingError(f"{name}: {place} is empty", file=name)
     return text
 
 
@@ -530,9 +538,13 @@ def _constant(value: object, name: str, place: str) -> str:
         and not isinstance(value, bool)
     ):
         if not math.isfinite(value):
-            raise MappingError(f"{name}: {place}.value must be a finite number, got {value}")
+            raise MappingError(
+                f"{name}: {place}.value must be a finite number, got {value}", file=name
+            )
         return str(value)
-    raise MappingError(f"{name}: {place}.value must be a string, got {_type_name(value)}")
+    raise MappingError(
+        f"{name}: {place}.value must be a string, got {_type_name(value)}", file=name
+    )
 
 
 def _optional_str(table: dict[str, Any], key: str, name: str, where: str) -> str | None:
@@ -541,7 +553,9 @@ def _optional_str(table: dict[str, Any], key: str, name: str, where: str) -> str
         return None
     value = table[key]
     if not isinstance(value, str):
-        raise MappingError(f"{name}: {where}.{key} must be a string, got {_type_name(value)}")
+        raise MappingError(
+            f"{name}: {where}.{key} must be a string, got {_type_name(value)}", file=name
+        )
     return _non_empty(value, name, f"{where}.{key}")
 
 
@@ -554,7 +568,8 @@ def _choice(table: dict[str, Any], key: str, default: str, name: str, where: str
     if value not in allowed:
         raise MappingError(
             f"{name}: {where}.{key} must be one of {', '.join(repr(a) for a in allowed)},"
-            f" got '{value}'{_suggest(value, allowed)}"
+            f" got '{value}'{_suggest(value, allowed)}",
+            file=name,
         )
     return value
 
@@ -564,7 +579,8 @@ def _timezone(table: dict[str, Any], name: str) -> str:
     tz = _optional_str(table, "timezone", name, "fields.timestamp") or "UTC"
     if not _usable_zone(tz):
         raise MappingError(
-            f"{name}: fields.timestamp.timezone: unknown time zone '{tz}'{_zone_hint(tz)}"
+            f"{name}: fields.timestamp.timezone: unknown time zone '{tz}'{_zone_hint(tz)}",
+            file=name,
         )
     return tz
 
@@ -591,7 +607,7 @@ def _str_list(table: dict[str, Any], key: str, name: str) -> tuple[str, ...]:
     """A list of column names."""
     value = table.get(key, [])
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise MappingError(f"{name}: props.{key} must be a list of column names")
+        raise MappingError(f"{name}: props.{key} must be a list of column names", file=name)
     for column in value:
         _non_empty(column, name, f"props.{key}")
     return tuple(value)
@@ -602,7 +618,9 @@ def _names(table: dict[str, Any], key: str, name: str) -> tuple[str, ...]:
     value = table.get(key, [])
     names = value if isinstance(value, list) else [value]
     if not all(isinstance(v, str) for v in names):
-        raise MappingError(f"{name}: props.{key} must be a column name or a list of them")
+        raise MappingError(
+            f"{name}: props.{key} must be a column name or a list of them", file=name
+        )
     return tuple(_non_empty(v, name, f"props.{key}") for v in names)
 
 
@@ -610,7 +628,9 @@ def _string_table(table: dict[str, Any], key: str, name: str, where: str) -> dic
     """A table of string = "string"."""
     value = table.get(key, {})
     if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-        raise MappingError(f'{name}: {where}.{key} must be a table of "name" = "new name"')
+        raise MappingError(
+            f'{name}: {where}.{key} must be a table of "name" = "new name"', file=name
+        )
     return {str(k): v for k, v in value.items()}
 
 
@@ -620,7 +640,8 @@ def _prefixes(table: dict[str, Any], name: str) -> tuple[str, ...]:
     prefixes = value if isinstance(value, list) else [value]
     if not all(isinstance(p, str) and p for p in prefixes):
         raise MappingError(
-            f"{name}: fields.custom_event_name.strip_prefix must be a prefix or a list of them"
+            f"{name}: fields.custom_event_name.strip_prefix must be a prefix or a list of them",
+            file=name,
         )
     return tuple(prefixes)
 
@@ -636,7 +657,9 @@ def _rename(table: dict[str, Any], name: str) -> dict[str, str]:
     """The props rename table: column -> props key."""
     value = table.get("rename", {})
     if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-        raise MappingError(f'{name}: props.rename must be a table of column = "new name"')
+        raise MappingError(
+            f'{name}: props.rename must be a table of column = "new name"', file=name
+        )
     return {str(k): _non_empty(v, name, f"props.rename.{k}") for k, v in value.items()}
 
 
@@ -646,24 +669,30 @@ def _check_props(mapping: Mapping) -> None:
     seen: set[str] = set()
     for column in props:
         if column in seen:
-            raise MappingError(f"{mapping.path}: props: column '{column}' is listed twice")
+            raise MappingError(
+                f"{mapping.path}: props: column '{column}' is listed twice", file=mapping.path
+            )
         seen.add(column)
     for column in mapping.rename:
         if column not in seen:
             raise MappingError(
                 f"{mapping.path}: props.rename: '{column}' is not a metric, dimension or column"
-                f"{_suggest(column, props)}"
+                f"{_suggest(column, props)}",
+                file=mapping.path,
             )
     names = [mapping.prop_name(c) for c in props]
     for prop in names:
         if names.count(prop) > 1:
-            raise MappingError(f"{mapping.path}: props: two columns are sent as '{prop}'")
+            raise MappingError(
+                f"{mapping.path}: props: two columns are sent as '{prop}'", file=mapping.path
+            )
     for column in mapping.columns:
         nested = NESTED_PROPS.get(mapping.prop_name(column))
         if nested is not None:
             raise MappingError(
                 f"{mapping.path}: props.columns: '{column}' cannot be sent as"
-                f" '{mapping.prop_name(column)}', the key that holds the {nested}"
+                f" '{mapping.prop_name(column)}', the key that holds the {nested}",
+                file=mapping.path,
             )
 
 

@@ -100,7 +100,9 @@ def _refuse_twice(units: Sequence[Located]) -> None:
     files: list[Located] = []
     for unit in units:
         if unit.name in seen:
-            raise InputError(f"{unit.name}: given twice; every row would be sent twice")
+            raise InputError(
+                f"{unit.name}: given twice; every row would be sent twice", file=unit.name
+            )
         seen.add(unit.name)
         if unit.path is not None and Path(unit.path).is_file():
             for earlier in files:
@@ -108,7 +110,8 @@ def _refuse_twice(units: Sequence[Located]) -> None:
                 if Path(unit.path).samefile(earlier.path):
                     raise InputError(
                         f"{unit.name}: given twice (as {earlier.name}); every row would be"
-                        " sent twice"
+                        " sent twice",
+                        file=unit.name,
                     )
             files.append(unit)
 
@@ -120,15 +123,17 @@ def check_outputs(outputs: Sequence[str | None], inputs: Sequence[str]) -> None:
             continue
         path = Path(out)
         if path.is_dir():
-            raise UsageError(f"{out}: is a directory")
+            raise UsageError(f"{out}: is a directory", file=out)
         parent = path.parent if str(path.parent) else Path(".")
         if not parent.is_dir():
-            raise UsageError(f"{out}: cannot write: No such file or directory")
+            raise UsageError(f"{out}: cannot write: No such file or directory", file=out)
         if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-            raise UsageError(f"{out}: cannot write: {_not_writable_because(parent)}")
+            raise UsageError(f"{out}: cannot write: {_not_writable_because(parent)}", file=out)
         for name in inputs:
             if name != "-" and path.exists() and Path(name).exists() and path.samefile(name):
-                raise UsageError(f"{out}: is one of the inputs; writing it would destroy it")
+                raise UsageError(
+                    f"{out}: is one of the inputs; writing it would destroy it", file=out
+                )
 
 
 def _not_writable_because(folder: Path) -> str:

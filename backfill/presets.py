@@ -195,7 +195,8 @@ def forced_preset(shape: Shape, name: str, source: str) -> Recognised:
     if missing:
         raise InputError(
             f"{source}: not {preset.title}: no column {', '.join(missing)} (its columns are:"
-            f" {', '.join(shape.columns) or '(none)'}); nothing written"
+            f" {', '.join(shape.columns) or '(none)'}); nothing written",
+            file=source,
         )
     return _seen(preset, t, shape, t.also)
 

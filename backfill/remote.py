@@ -80,9 +80,9 @@ def list_objects(url: str) -> list[RemoteObject]:
     except InputError:
         raise
     except Exception as exc:
-        raise InputError(f"{url}: {_cause(fs, url, exc)}") from None
+        raise InputError(f"{url}: {_cause(fs, url, exc)}", file=url) from None
     if not found:
-        raise InputError(f"{url}: no objects under this prefix")
+        raise InputError(f"{url}: no objects under this prefix", file=url)
     return found
 
 
@@ -98,12 +98,12 @@ def open_object(obj: RemoteObject) -> BinaryIO:
             obj.url[len(scheme) :], "rb", block_size=BLOCK_SIZE, cache_type="readahead", **pinned
         )
     except FileNotFoundError:
-        raise InputError(f"{obj.url}: {_CHANGED}") from None
+        raise InputError(f"{obj.url}: {_CHANGED}", file=obj.url) from None
     except Exception as exc:
-        raise InputError(f"{obj.url}: {_cause(fs, obj.url, exc)}") from None
+        raise InputError(f"{obj.url}: {_cause(fs, obj.url, exc)}", file=obj.url) from None
     if _version(handle.details) != obj.version or handle.size != obj.size:
         handle.close()
-        raise InputError(f"{obj.url}: {_CHANGED}")
+        raise InputError(f"{obj.url}: {_CHANGED}", file=obj.url)
     return io.BufferedReader(_Stream(handle, fs, obj.url), buffer_size=2**16)
 
 
@@ -121,7 +121,7 @@ def parquet_source(obj: RemoteObject) -> tuple[str, dict[str, str]]:
     try:
         return obj.url, _s3_storage_options(fs, bucket)
     except Exception as exc:
-        raise InputError(f"{obj.url}: {_cause(fs, obj.url, exc)}") from None
+        raise InputError(f"{obj.url}: {_cause(fs, obj.url, exc)}", file=obj.url) from None
 
 
 def _split(url: str) -> tuple[str, str, str]:
@@ -130,7 +130,7 @@ def _split(url: str) -> tuple[str, str, str]:
     bucket, _, key = url[len(scheme) :].partition("/")
     if not bucket:
         raise InputError(
-            f"{url}: names no bucket (write {scheme}BUCKET/KEY or {scheme}BUCKET/PREFIX/)"
+            f"{url}: names no bucket (write {scheme}BUCKET/KEY or {scheme}BUCKET/PREFIX/)", file=url
         )
     return scheme, bucket, key
 
@@ -162,7 +162,9 @@ def _one(fs: Any, url: str) -> RemoteObject:
     scheme, _, _ = _split(url)
     info = fs.info(url[len(scheme) :])
     if info.get("type") == "directory":
-        raise InputError(f"{url}: is a prefix; end it with / to read the objects under it")
+        raise InputError(
+            f"{url}: is a prefix; end it with / to read the objects under it", file=url
+        )
     return RemoteObject(url, int(info["size"]), _version(info))
 
 
@@ -179,7 +181,8 @@ def _filesystem(scheme: str, url: str) -> Any:
     except ImportError:
         service, extra = _EXTRAS[scheme]
         raise InputError(
-            f"{url}: reading {service} needs the {extra} extra: pip install 'backfill[{extra}]'"
+            f"{url}: reading {service} needs the {extra} extra: pip install 'backfill[{extra}]'",
+            file=url,
         ) from None
 
 

@@ -99,7 +99,7 @@ class ResultsWriter:
         except FileExistsError:
             raise exists_error(path) from None
         except OSError as exc:
-            raise ResultsFileError(f"{path}: cannot write: {exc.strerror}") from None
+            raise ResultsFileError(f"{path}: cannot write: {exc.strerror}", file=path) from None
         os.fchmod(self.fd, 0o600)  # also when --overwrite reuses a file made readable to others
         if self.csv and os.fstat(self.fd).st_size == 0:
             self._write(_csv_line(FIELDS))
@@ -209,13 +209,16 @@ class ResultsLock:
             try:
                 self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
             except OSError as exc:
-                raise ResultsFileError(f"{results_path}: cannot write: {exc.strerror}") from None
+                raise ResultsFileError(
+                    f"{results_path}: cannot write: {exc.strerror}", file=results_path
+                ) from None
             if not _try_lock(self.fd):
                 owner = _read_owner(self.fd)
                 os.close(self.fd)
                 raise ResultsFileError(
                     f"{results_path}: another run is writing this results file"
-                    f"{f' (process {owner})' if owner else ''}; wait for it to end"
+                    f"{f' (process {owner})' if owner else ''}; wait for it to end",
+                    file=results_path,
                 )
             if _same_file(self.fd, self.path):
                 break
@@ -319,7 +322,7 @@ def read_results(path: str) -> Iterator[pl.DataFrame]:
     except (pl.exceptions.PolarsError, _NoLineNumbers):
         for _ in _read_line_by_line(path):  # raises, naming the line
             pass
-        raise ResultsFileError(f"{path}: not a results file") from None
+        raise ResultsFileError(f"{path}: not a results file", file=path) from None
 
 
 def _line_blocks(path: str) -> Iterator[bytes]:
@@ -350,7 +353,9 @@ def _read_line_by_line(path: str) -> Iterator[pl.DataFrame]:
         missing = [f for f in FIELDS if f not in inp.columns]
         if missing:
             inp.close()
-            raise ResultsFileError(f"{path}: not a results file (no column {missing[0]})")
+            raise ResultsFileError(
+                f"{path}: not a results file (no column {missing[0]})", file=path
+            )
     try:
         for frame in batches(inp, FIELDS):
             yield _checked_records(path, frame)
@@ -383,7 +388,9 @@ def _checked_records(path: str, frame: pl.DataFrame) -> pl.DataFrame:
         line = bad[ROW][0]
         line += 1 if is_csv(path) else 0  # CSV records are numbered after the header line
         why = bad[MALFORMED][0] or "missing source, row or status"
-        raise ResultsFileError(f"{path}: line {line} is not a results record ({why})")
+        raise ResultsFileError(
+            f"{path}: line {line} is not a results record ({why})", file=path, row=line
+        )
     return records.select(FIELDS)
 
 
@@ -407,7 +414,9 @@ def discard_broken_tail(path: str) -> bool:
         body = tail.rstrip(b"\n") if tail.endswith(b"\n") else tail
         cut = body.rfind(b"\n")
         if cut < 0 and size > len(tail):
-            raise ResultsFileError(f"{path}: the last line is longer than {TAIL_BYTES} bytes")
+            raise ResultsFileError(
+                f"{path}: the last line is longer than {TAIL_BYTES} bytes", file=path
+            )
         handle.truncate(size - len(tail) + cut + 1)
         return True
 
@@ -451,7 +460,7 @@ def write_run_record(results_path: str, record: dict[str, object]) -> None:
     try:
         fd, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder or ".")
     except OSError as exc:
-        raise ResultsFileError(f"{path}: cannot write: {exc.strerror}") from None
+        raise ResultsFileError(f"{path}: cannot write: {exc.strerror}", file=path) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             json.dump(record, out, indent=2)
@@ -462,7 +471,7 @@ def write_run_record(results_path: str, record: dict[str, object]) -> None:
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
-        raise ResultsFileError(f"{path}: cannot write: {exc.strerror}") from None
+        raise ResultsFileError(f"{path}: cannot write: {exc.strerror}", file=path) from None
 
 
 def read_run_record(results_path: str) -> dict[str, object] | None:
@@ -474,9 +483,9 @@ def read_run_record(results_path: str) -> dict[str, object] | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
-        raise ResultsFileError(f"{path}: unreadable run record ({exc})") from None
+        raise ResultsFileError(f"{path}: unreadable run record ({exc})", file=path) from None
     if not isinstance(saved, dict):
-        raise ResultsFileError(f"{path}: unreadable run record (not an object)")
+        raise ResultsFileError(f"{path}: unreadable run record (not an object)", file=path)
     return saved
 
 
@@ -486,12 +495,14 @@ def check_run_record(results_path: str, record: dict[str, object]) -> None:
     if saved is None:
         raise ResultsFileError(
             f"{results_path}: cannot resume: its run record {run_record_path(results_path)} is"
-            " missing, so the inputs and mapping it was started with are unknown"
+            " missing, so the inputs and mapping it was started with are unknown",
+            file=results_path,
         )
     for key, value in record.items():
         if saved.get(key) != value:
             raise ResultsFileError(
-                f"{results_path}: cannot resume: {_difference(key, saved.get(key), value)}"
+                f"{results_path}: cannot resume: {_difference(key, saved.get(key), value)}",
+                file=results_path,
             )
 
 
@@ -572,7 +583,8 @@ def final_rows(path: str, records: Iterator[pl.DataFrame]) -> RowSet:
         raise ResultsFileError(
             f"{path}: row {row} of {source} has more than one record (lines {lines}); a"
             " results file holds one record per row: remove the extra line and check how"
-            " it got there (an edit, or two runs writing the same file)"
+            " it got there (an edit, or two runs writing the same file)",
+            file=path,
         )
     return rows
 

@@ -103,9 +103,12 @@ def run_retry(run: RetryRun, on_progress: Progress = None) -> tuple[Summary, Exi
     """Send again the records of a results file with the chosen statuses, to a new file."""
     source = Path(run.from_results)
     if not source.is_file():
-        raise ResultsFileError(f"{run.from_results}: no such results file")
+        raise ResultsFileError(f"{run.from_results}: no such results file", file=run.from_results)
     if Path(run.results_path).exists() and source.samefile(run.results_path):
-        raise UsageError(f"{run.results_path}: retry never writes over the results file it reads")
+        raise UsageError(
+            f"{run.results_path}: retry never writes over the results file it reads",
+            file=run.results_path,
+        )
     _refuse_placeholders(run.mapping)
     unsent = [s for s in (Status.INVALID, Status.SKIPPED) if s in run.statuses]
     if unsent and run.mapping is None:
@@ -155,7 +158,8 @@ def _refuse_placeholders(mapping: Mapping | None) -> None:
         if source.value is not None and source.value.startswith(PLACEHOLDER_PREFIX):
             raise MappingError(
                 f"{mapping.path}: {source.where} is still the placeholder '{source.value}'"
-                " that init wrote: fill it in before sending"
+                " that init wrote: fill it in before sending",
+                file=mapping.path,
             )
 
 
@@ -197,7 +201,8 @@ def _check_outputs(run: SendRun) -> None:
         # Starting afresh here would send again every row a run elsewhere already sent.
         raise ResultsFileError(
             f"{run.results_path}: cannot resume: no such results file (is the path or the"
-            " working directory the first run's?); leave out --resume to start a new run"
+            " working directory the first run's?); leave out --resume to start a new run",
+            file=run.results_path,
         )
 
 

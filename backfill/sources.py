@@ -99,7 +99,8 @@ def _check_prop_keys(mapping: Mapping) -> None:
         if key in seen:
             raise MappingError(
                 f"{mapping.path}: props: '{seen[key]}' and '{entry}' would both be sent as"
-                f" '{key}': give one another name in props.rename"
+                f" '{key}': give one another name in props.rename",
+                file=mapping.path,
             )
         seen[key] = entry
 
