@@ -53,12 +53,16 @@ from collections.abc import Callable
 from enum import Enum
 
 START = 4
-PROBE_GROWTH = 2.0  # factor per second, before the first sign of trouble
+PROBE_DOUBLING = (0.25, 1.0)  # seconds to double in, before the first sign of trouble...
+PROBE_DOUBLING_RTTS = 5  # ...this many round trips, within those bounds
 STEADY_GROWTH = 0.05  # share per second (at least one request), after it
 OVERLOAD_DECREASE = 0.75  # on a 503 or a timeout
+LATENCY_MIN_LIMIT = 64  # latency alone never takes the limit in flight below this
 LATENCY_TOLERANCE = 2.0  # short-term latency this many times the no-load one is a queue
-LATENCY_FLOOR = 0.05  # ...and at least this many seconds above it (loopback noise)
-SHORT_SMOOTHING = 0.1  # weight of the newest answer in the short-term latency
+LATENCY_FLOOR = 0.005  # ...and at least this many seconds above it (loopback noise)
+SHORT_SMOOTHING = 0.1  # weight of the newest answer in the short-term latency, at most
+SHORT_WINDOW = 0.05  # seconds the short-term latency spans, at least
+SHORT_SMOOTHING_MIN = 0.005  # ...but no fewer than about 200 answers
 NOLOAD_DRIFT = 120.0  # seconds over which the no-load latency follows a slower path
 RATE_DECREASE = 0.9
 RATE_GROWTH = 0.02  # share per second, below the limit last read from the server
@@ -71,7 +75,8 @@ ESTIMATE_SPAN = 0.02  # seconds of starts needed for the same
 ESTIMATE_WINDOW = 1.0  # seconds of accepted answers when one burst does not tell
 ESTIMATE_SHARE = 0.8  # ...of which this share: a token bucket's burst inflates them
 PACING_SLACK = 0.02  # seconds a paced start may fall behind and catch up without a sleep
-RECENT = 5.0  # seconds of answers kept: for the estimates and the rate reported
+RECENT = 3.0  # seconds of answers kept, for the estimates after a 429
+RATE_SHOWN_OVER = 5.0  # seconds the rate reported is measured over
 IN_FLIGHT_SMOOTHING = 0.01
 PACED_RECENTLY = 1.0  # seconds since the pacer last held a start back, to let the rate grow
 
@@ -130,6 +135,7 @@ class AutoControl:
         self.short: float | None = None
         self.last_sample = now
         self.recent: deque[tuple[float, float, bool]] = deque()  # (answered, started, accepted)
+        self.marks: deque[tuple[float, int]] = deque([(now, 0)])  # (time, accepted by then)
 
     def allowed(self) -> int:
         """Requests in flight allowed now."""
@@ -166,9 +172,11 @@ class AutoControl:
         self.in_flight -= 1
         ok = answer is Answer.OK
         self.accepted += ok
-        self.recent.append((now, started, ok))
-        while self.recent[0][0] < now - RECENT:
-            self.recent.popleft()
+        recent = self.recent
+        recent.append((now, started, ok))
+        oldest = now - RECENT
+        while recent[0][0] < oldest:
+            recent.popleft()
         fresh = started >= self.last_decrease
         if answer is Answer.THROTTLED:
             if retry_after is not None:
@@ -181,10 +189,10 @@ class AutoControl:
         elif answer is Answer.OK:
             if not self._queueing(now, now - started):
                 self._grow(now, used)
-            elif fresh:
+            elif fresh and self.limit > LATENCY_MIN_LIMIT:
                 assert self.noload is not None and self.short is not None
                 gradient = LATENCY_TOLERANCE * self.noload / self.short
-                self._decrease(now, min(1.0, max(0.5, gradient)))
+                self._decrease(now, min(1.0, max(0.5, gradient)), LATENCY_MIN_LIMIT)
 
     def _queueing(self, now: float, latency: float) -> bool:
         """Whether answers have slowed well past the no-load latency (a queue builds)."""
@@ -198,7 +206,8 @@ class AutoControl:
             # By the clock: at thousands of answers a second a drift per answer would follow
             # the very queue it is there to show.
             self.noload += (latency - self.noload) * min(1.0, elapsed / NOLOAD_DRIFT)
-        self.short += SHORT_SMOOTHING * (latency - self.short)
+        weight = min(SHORT_SMOOTHING, max(SHORT_SMOOTHING_MIN, elapsed / SHORT_WINDOW))
+        self.short += weight * (latency - self.short)
         bound = max(self.noload * LATENCY_TOLERANCE, self.noload + LATENCY_FLOOR)
         return self.short > bound
 
@@ -208,7 +217,7 @@ class AutoControl:
         self.last_growth = now
         if used * 2 >= self.limit:
             if self.probing:
-                grown = self.limit * PROBE_GROWTH**elapsed
+                grown = self.limit * 2 ** (elapsed / self._doubling())
             else:
                 grown = self.limit + max(1.0, self.limit * STEADY_GROWTH) * elapsed
             self.limit = min(float(self.ceiling), grown)
@@ -223,9 +232,16 @@ class AutoControl:
         quiet = now - self.last_throttle
         return min(RATE_GROWTH_CAP, RATE_PROBE * 2 ** (quiet / RATE_GROWTH_DOUBLING))
 
-    def _decrease(self, now: float, factor: float) -> None:
+    def _doubling(self) -> float:
+        """Seconds the limit takes to double while probing: fast for a near server, and
+        never faster than a second for a far one, whose 429s come back late."""
+        shortest, longest = PROBE_DOUBLING
+        rtt = self.noload if self.noload is not None else longest
+        return min(longest, max(shortest, rtt * PROBE_DOUBLING_RTTS))
+
+    def _decrease(self, now: float, factor: float, floor: float = 1.0) -> None:
         """Shrink the limit in flight, once per window."""
-        self.limit = max(1.0, self.limit * factor)
+        self.limit = max(floor, self.limit * factor)
         self.last_decrease = now
         self.last_growth = now
         self.probing = False
@@ -307,19 +323,27 @@ class AutoControl:
 
     def settled(self, now: float) -> tuple[float, float]:
         """(requests in flight, requests/s) it runs at: the pacer's rate when it paces."""
+        # Counts at marks a second or more apart: a sum over every recent answer, a few times
+        # a second, would cost the fast path a few percent of its CPU.
+        marks = self.marks
+        if now - marks[-1][0] >= 1.0:
+            marks.append((now, self.accepted))
+        while len(marks) > 2 and now - marks[1][0] >= RATE_SHOWN_OVER:
+            marks.popleft()
         if self.rate is not None:
             return self.mean_in_flight, self.rate
-        since = now - RECENT
-        accepted = sum(1 for answered, _, ok in self.recent if ok and answered >= since)
-        span = min(RECENT, now - self.first_start) if self.first_start is not None else 0.0
-        return self.limit, accepted / span if span > 0 else 0.0
+        since, accepted = marks[0]
+        return self.limit, (self.accepted - accepted) / (now - since) if now > since else 0.0
 
 
 class AutoGate:
     """``--concurrency auto`` for asyncio workers: waits for room, the pause and the pacer.
 
     One worker at a time sleeps toward the next start slot; the others wait their turn in
-    line, woken one by one, so a thousand idle workers cost nothing per request.
+    line, woken one by one, so a thousand idle workers cost nothing per request. A worker
+    whose request ends gets the first claim on its slot (the line is woken a moment later):
+    it comes back for it with its next row without ever yielding the event loop, where
+    handing the slot to a waiting worker would cost a task switch per request.
     """
 
     def __init__(self, ceiling: int, clock: Callable[[], float] = time.monotonic) -> None:
@@ -328,6 +352,7 @@ class AutoGate:
         self.waiters: deque[asyncio.Future[None]] = deque()
         self.sleeping = False
         self.closed = False
+        self.wake_soon = False
 
     async def acquire(self) -> float | None:
         """Wait for a start; its time, or None once the gate is closed (the run stops)."""
@@ -360,6 +385,13 @@ class AutoGate:
     def release(self, started: float, answer: Answer, retry_after: float | None = None) -> None:
         """A request ended; learn from its answer and let the next one in."""
         self.control.finish(self.clock(), started, answer, retry_after)
+        if self.waiters and not self.wake_soon:
+            self.wake_soon = True
+            asyncio.get_running_loop().call_soon(self._wake_later)
+
+    def _wake_later(self) -> None:
+        """The slot of an ended request, if its worker did not come back for it."""
+        self.wake_soon = False
         self._wake()
 
     def close(self) -> None:
