@@ -21,6 +21,14 @@ Read from the send's --json summary and the files:
 
 Targets: auto >= 90% of the limit with < 2% answered 429 in every limited scenario; with no
 limit, auto >= 90% of the best of fixed 16, 64 and 256 in the same run.
+
+    python bench/network.py --fast-path BEFORE [--after AFTER] [--rounds 3]
+
+The fast path instead: ``backfill send`` of 100,000 rows into bench/send.py's nginx sink
+(answers at once, never 429), CPU microseconds per request, the code before (an export of an
+earlier commit in BEFORE, with ``--concurrency 64``, the old default of the benchmark) against
+the code in AFTER (default: the backfill this script imports) with the defaults (auto) and
+with ``--concurrency 64``, side by side in every round. Target: auto within 10% of before.
 """
 
 from __future__ import annotations
@@ -231,13 +239,65 @@ def verdicts(outcomes: list[Outcome]) -> list[str]:
     return lines
 
 
+def fast_path(before: Path, after: Path, rounds: int) -> int:
+    """CPU per request against nginx: before at 64 in flight, after with auto and at 64."""
+    import send as send_bench  # nginx and its helpers; imported here, it may install nginx
+
+    variants = (("before, --concurrency 64", before, "64"), ("after, default (auto)", after, ""))
+    variants += (("after, --concurrency 64", after, "64"),)
+    events, mapping = send_bench.ensure_events(100_000), send_bench.ensure_mapping()
+    cpu: dict[str, list[float]] = {label: [] for label, _, _ in variants}
+    with send_bench.Sink() as sink:
+        for round_number in range(rounds):
+            shift = round_number % len(variants)
+            for label, source, concurrency in variants[shift:] + variants[:shift]:
+                os.environ["PYTHONPATH"] = str(source)
+                send_bench.warm_cache(events)
+                run = fast_path_run(send_bench, sink, events, mapping, concurrency, label)
+                cpu[label].append(run.cpu_us)
+                print(f"round {round_number + 1}: {label}: {send_bench.describe(run)}", flush=True)
+    print(f"\nload average now {os.getloadavg()}\n")
+    print("| code, mode | CPU µs/request, each round | median |\n|---|---|---:|")
+    medians = {label: sorted(values)[len(values) // 2] for label, values in cpu.items()}
+    for label, values in cpu.items():
+        rounds_text = ", ".join(f"{value:.0f}" for value in values)
+        print(f"| {label} | {rounds_text} | {medians[label]:.0f} |")
+    ratio = medians[variants[1][0]] / medians[variants[0][0]]
+    print(f"\nauto / before: {ratio:.2f} (target <= 1.10): {'met' if ratio <= 1.1 else 'MISSED'}")
+    return 0
+
+
+def fast_path_run(
+    send_bench: Any, sink: Any, events: Path, mapping: Path, concurrency: str, label: str
+) -> Any:
+    """One ``backfill send`` into the sink, under bench/measure.py; checked: every row sent."""
+    results, summary_path = OUT / "fast_path.jsonl", OUT / "fast_path_summary.json"
+    send = [*send_bench.backfill_program(), "send", str(events), "-m", str(mapping)]
+    send += ["--base-url", sink.url, "--project-id", send_bench.PROJECT_ID, "--no-progress"]
+    send += ["-o", str(results), "--overwrite", "--json"]
+    send += ["--concurrency", concurrency] if concurrency else []
+    command = ["sh", "-c", 'out=$1; shift; exec "$@" > "$out"', "sh", str(summary_path), *send]
+    run = send_bench.measured(label, command, sink, send_bench.bench_env())
+    if run.ok:
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        run.requests, run.sending_s = summary["requests"], summary["elapsed_seconds"]
+        if summary["by_status"]["sent"] != 100_000:
+            run.error = f"sent {summary['by_status']['sent']:,} of 100,000"
+    return run
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="seconds of each send")
     parser.add_argument("--only", help="run the scenarios whose name holds this text")
     parser.add_argument("--modes", help="comma-separated modes to run (default: all)")
+    parser.add_argument("--fast-path", type=Path, metavar="BEFORE", help="see the docstring")
+    parser.add_argument("--after", type=Path, default=ROOT, help="the code after (--fast-path)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of --fast-path")
     args = parser.parse_args()
     OUT.mkdir(exist_ok=True)
+    if args.fast_path is not None:
+        return fast_path(args.fast_path, args.after, args.rounds)
     events = generated(OUT / "network_150k.csv", ROWS, invalid_rate=0.0)
     outcomes = []
     started = time.strftime("%Y-%m-%d %H:%M:%S %z")
