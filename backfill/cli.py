@@ -9,39 +9,70 @@ from __future__ import annotations
 import json
 import logging
 import os
-import ssl
 import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import replace
 from functools import wraps
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import click
 
-from backfill import html, pipeline
+from backfill import api, html, pipeline
 from backfill.codes import SANDBOX_API_KEY, SANDBOX_HOST, SANDBOX_PORT, Status
-from backfill.errors import BackfillError, CredentialsError, ExitCode, UsageError
+from backfill.commands import resume_command
+from backfill.errors import BackfillError, CredentialsError, ExitCode, Hint, UsageError
 from backfill.mapping import Mapping, check_delimiter, check_encoding, load_mapping
 from backfill.payloads import PAYLOAD
+from backfill.plans import (
+    SANDBOX_PROJECT,
+    Destination,
+    Existing,
+    Rebuild,
+    RetryPlan,
+    Sandbox,
+    SendOptions,
+    SendPlan,
+    check_target,
+)
 from backfill.redact import RedactingFilter, redact, register
 from backfill.report import render_text, write_json
 from backfill.results import default_results_path
-from backfill.summary import Summary
+from backfill.summary import RunOutcome
 from backfill.summary import render_text as render_summary
-
-# Sending needs aiohttp, which costs a third of a second to import: validate, init and
-# --dry-run never load it.
-if TYPE_CHECKING:
-    from backfill import runs
-    from backfill.sandbox import SandboxConfig
-    from backfill.sender import SendOptions, Target
 
 F = TypeVar("F", bound=Callable[..., Any])
 DRY_RUN_PAYLOADS = 3
 FORMAT_CHOICES = ["csv", "tsv", "jsonl", "json", "parquet"]
 DEFAULT_BASE_URL = "https://api.embeddables.com"
+# (the core's words for the setting that fixes an error, the command line's)
+HINT_WORDS: dict[Hint, tuple[tuple[str, str], ...]] = {
+    Hint.FORMAT: (("or name its format", "or give --format"),),
+    Hint.FORMAT_FOR_STDIN: (("needs its format: ", "needs --format "),),
+    Hint.DELIMITER: (
+        ("with the delimiter", "with --delimiter"),
+        ("name the delimiter", "give --delimiter"),
+    ),
+    Hint.REPLACE: (("ask to replace it to write over it", "give --force to write over it"),),
+    Hint.RESUME_OR_OVERWRITE: (
+        (
+            "resume it to continue that run, or overwrite it to start again",
+            "use --resume to continue that run or --overwrite to start again",
+        ),
+    ),
+    Hint.NEW_RUN: (("start a new run instead", "leave out --resume to start a new run"),),
+    Hint.RESUME_NEEDS_FILES: (("a resumed run needs", "--resume needs"),),
+    Hint.REBUILD: (
+        ("rebuild them from the inputs with a mapping", "give -m MAPPING INPUT... to rebuild them"),
+    ),
+}
+HINT_MESSAGES = {
+    Hint.API_KEY: (
+        "no API key: set EMBEDDABLES_API_KEY or give --api-key-file (keys start with rk_)"
+    ),
+    Hint.PROJECT_ID: "no project id: give --project-id or set EMBEDDABLES_PROJECT_ID",
+}
 
 
 def main() -> None:
@@ -61,7 +92,7 @@ def reports_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except BackfillError as exc:
-            click.echo(f"error: {redact(str(exc))}", err=True)
+            click.echo(f"error: {redact(cli_message(exc))}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:  # Ctrl-C outside a send, which handles its own
             click.echo("error: interrupted", err=True)
@@ -74,6 +105,18 @@ def reports_errors(func: F) -> F:
             sys.exit(ExitCode.NOTHING_SENT)
 
     return wrapper  # type: ignore[return-value]
+
+
+def cli_message(exc: BackfillError) -> str:
+    """An error's message with the flag that fixes it named, where the core names a setting."""
+    if exc.hint is None:
+        return str(exc)
+    if exc.hint in HINT_MESSAGES:
+        return HINT_MESSAGES[exc.hint]
+    text = str(exc)
+    for core, flags in HINT_WORDS[exc.hint]:
+        text = text.replace(core, flags)
+    return text
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -333,7 +376,32 @@ def send_options(func: F) -> F:
 @click.option("--dry-run", is_flag=True, help="Validate and show the first payloads; send nothing.")
 @send_options
 @reports_errors
-def send(inputs: tuple[str, ...], mapping_path: str, fmt: str | None, **options: Any) -> None:
+def send(
+    inputs: tuple[str, ...],
+    mapping_path: str,
+    fmt: str | None,
+    delimiter: str | None,
+    encoding: str | None,
+    results_path: str | None,
+    dry_run: bool,
+    project_id: str | None,
+    base_url: str,
+    api_key_file: str | None,
+    use_sandbox: bool,
+    sandbox_users: str | None,
+    concurrency: int | Literal["auto"],
+    max_concurrency: int,
+    rate: float | None,
+    max_retries: int,
+    timeout: float,
+    max_consecutive_failures: int,
+    resume: bool,
+    overwrite: bool,
+    limit: int | None,
+    ca_bundle: str | None,
+    no_progress: bool,
+    as_json: bool,
+) -> None:
     """Send every valid row of the exports to the Embeddables events API.
 
     Every row ends in the results file as sent, not_found, rejected, failed or invalid.
@@ -349,19 +417,29 @@ def send(inputs: tuple[str, ...], mapping_path: str, fmt: str | None, **options:
     Exit code 0 when every row was sent, 1 when some were not, 2 when nothing was sent,
     3 when the run stopped early (continue it with --resume), 130 when interrupted.
     """
-    mapping = _load_mapping(mapping_path, options["delimiter"], options["encoding"])
-    if options["dry_run"]:
+    mapping = _load_mapping(mapping_path, delimiter, encoding)
+    if dry_run:
         _dry_run(inputs, mapping, fmt)
-    from backfill import runs
-
-    run = runs.SendRun(
+    options = SendOptions(
+        concurrency=concurrency,
+        max_concurrency=max_concurrency,
+        rate=rate,
+        max_retries=max_retries,
+        timeout=timeout,
+        max_consecutive_failures=max_consecutive_failures,
+        limit=limit,
+    )
+    plan = SendPlan(
         inputs=inputs,
         mapping=mapping,
-        fmt=fmt,
-        results_path=options["results_path"] or default_results_path(inputs[0]),
-        **_run_settings(options),
+        results=results_path or default_results_path(inputs[0]),
+        destination=_destination(use_sandbox, sandbox_users, project_id, base_url, api_key_file),
+        options=options,
+        existing=_existing(resume, overwrite),
+        input_format=fmt,
+        ca_bundle=ca_bundle,
     )
-    _finish(run, options, runs.run_send)
+    _run_and_exit(plan, no_progress, as_json)
 
 
 @cli.command()
@@ -401,10 +479,29 @@ def send(inputs: tuple[str, ...], mapping_path: str, fmt: str | None, **options:
 def retry(
     results: str,
     inputs: tuple[str, ...],
+    results_path: str,
+    statuses: str,
     mapping_path: str | None,
     fmt: str | None,
-    statuses: str,
-    **options: Any,
+    delimiter: str | None,
+    encoding: str | None,
+    project_id: str | None,
+    base_url: str,
+    api_key_file: str | None,
+    use_sandbox: bool,
+    sandbox_users: str | None,
+    concurrency: int | Literal["auto"],
+    max_concurrency: int,
+    rate: float | None,
+    max_retries: int,
+    timeout: float,
+    max_consecutive_failures: int,
+    resume: bool,
+    overwrite: bool,
+    limit: int | None,
+    ca_bundle: str | None,
+    no_progress: bool,
+    as_json: bool,
 ) -> None:
     """Send again the rows of a results file that did not go through, to a new results file.
 
@@ -426,22 +523,29 @@ def retry(
             f"--status: unknown status '{unknown[0] if unknown else ''}'; use"
             f" {', '.join(s.value for s in Status)}"
         )
-    from backfill import runs
-
-    run = runs.RetryRun(
-        inputs=inputs,
-        mapping=(
-            _load_mapping(mapping_path, options["delimiter"], options["encoding"])
-            if mapping_path
-            else None
-        ),
-        fmt=fmt,
-        results_path=options["results_path"],
-        from_results=results,
-        statuses=chosen,
-        **_run_settings(options),
+    rebuild = None
+    if mapping_path:
+        rebuild = Rebuild(_load_mapping(mapping_path, delimiter, encoding), inputs, fmt)
+    options = SendOptions(
+        concurrency=concurrency,
+        max_concurrency=max_concurrency,
+        rate=rate,
+        max_retries=max_retries,
+        timeout=timeout,
+        max_consecutive_failures=max_consecutive_failures,
+        limit=limit,
     )
-    _finish(run, options, runs.run_retry)  # type: ignore[arg-type]
+    plan = RetryPlan(
+        from_results=results,
+        results=results_path,
+        destination=_destination(use_sandbox, sandbox_users, project_id, base_url, api_key_file),
+        statuses=tuple(Status(s) for s in chosen),
+        rebuild=rebuild,
+        options=options,
+        existing=_existing(resume, overwrite),
+        ca_bundle=ca_bundle,
+    )
+    _run_and_exit(plan, no_progress, as_json)
 
 
 @cli.command()
@@ -468,52 +572,42 @@ def report(results: str, as_json: bool, html_path: str | None, show_identifiers:
       backfill report events.results.jsonl --html report.html
     """
     pipeline.check_outputs([html_path], [results])
-    from backfill import runs
-
-    data = runs.summarise(results).to_dict(show_identifiers)
+    data = api.summarise(results).to_dict(show_identifiers)
     if html_path:
         html.write_html(html.results_page(data), html_path)
     click.echo(json.dumps(data, indent=2) if as_json else render_summary(data, _terminal_style()))
 
 
-def _run_settings(options: dict[str, Any]) -> dict[str, Any]:
-    """The settings every send run shares, from the command line."""
-    return {
-        "target": _target(options),
-        "options": _send_options(options),
-        "sandbox": _sandbox_config(options),
-        "resume": options["resume"],
-        "overwrite": options["overwrite"],
-        "ssl_context": _ssl_context(options["ca_bundle"]),
-    }
+def _existing(resume: bool, overwrite: bool) -> Existing:
+    """What to do with an existing results file, from --resume and --overwrite."""
+    if resume and overwrite:
+        raise UsageError("--resume and --overwrite cannot go together")
+    return "resume" if resume else "overwrite" if overwrite else "refuse"
 
 
-def _ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
-    """A verifying TLS context, trusting --ca-bundle too when given."""
-    context = ssl.create_default_context()
-    if ca_bundle:
-        try:
-            context.load_verify_locations(cafile=ca_bundle)
-        except (OSError, ssl.SSLError) as exc:
-            raise UsageError(f"{ca_bundle}: cannot load CA certificates ({exc})") from None
-    return context
-
-
-def _finish(
-    run: runs.SendRun,
-    options: dict[str, Any],
-    how: Callable[[runs.SendRun, Callable[[Summary], None] | None], tuple[Summary, ExitCode]],
-) -> None:
+def _run_and_exit(plan: SendPlan | RetryPlan, no_progress: bool, as_json: bool) -> None:
     """Run a send with a progress bar, print notes and the summary, exit with its code."""
     from backfill.progress import progress_bar
 
-    with progress_bar(options["no_progress"], run) as on_progress:
-        summary, code = how(run, on_progress)
-    for note in run.notes:
+    with progress_bar(no_progress, plan) as on_progress:
+        if isinstance(plan, RetryPlan):
+            outcome = api.retry(plan, on_progress, handle_signals=True)
+        else:
+            outcome = api.send(plan, on_progress, handle_signals=True)
+    for note in outcome.notes:
         click.echo(f"note: {note}", err=True)
-    data = summary.to_dict()
-    click.echo(json.dumps(data, indent=2) if options["as_json"] else render_summary(data))
-    sys.exit(code)
+    data = outcome.summary.to_dict(resume_command=resume_command(plan))
+    click.echo(json.dumps(data, indent=2) if as_json else render_summary(data))
+    sys.exit(exit_code(outcome))
+
+
+def exit_code(outcome: RunOutcome) -> ExitCode:
+    """0 when every row was sent; 1 when some were not; 3 stopped early; 130 interrupted."""
+    if outcome.interrupted:
+        return ExitCode.INTERRUPTED
+    if outcome.stopped:
+        return ExitCode.ABORTED
+    return ExitCode.OK if outcome.complete else ExitCode.PROBLEMS
 
 
 def _dry_run(inputs: tuple[str, ...], mapping: Mapping, fmt: str | None) -> None:
@@ -534,50 +628,28 @@ def _dry_run(inputs: tuple[str, ...], mapping: Mapping, fmt: str | None) -> None
     sys.exit(ExitCode.OK if report.invalid == 0 else ExitCode.PROBLEMS)
 
 
-def _target(options: dict[str, Any]) -> Target:
-    """The API target from options and environment; the sandbox's own when --sandbox."""
-    from backfill.sender import Target, check_target
-
-    if options["use_sandbox"]:
-        return Target("http://127.0.0.1", options["project_id"] or "pr_sandbox", SANDBOX_API_KEY)
+def _destination(
+    use_sandbox: bool,
+    sandbox_users: str | None,
+    project_id: str | None,
+    base_url: str,
+    api_key_file: str | None,
+) -> Destination:
+    """The API target from the options and environment, or the built-in sandbox."""
+    if use_sandbox:
+        return Sandbox(sandbox_users, project_id or SANDBOX_PROJECT)
+    if sandbox_users:
+        raise UsageError("--sandbox-users goes with --sandbox")
     key = os.environ.get("EMBEDDABLES_API_KEY")
-    if options["api_key_file"]:
+    if api_key_file:
         try:
             # utf-8-sig: an editor's byte order mark is not part of the key
-            key = Path(options["api_key_file"]).read_text(encoding="utf-8-sig").strip()
+            key = Path(api_key_file).read_text(encoding="utf-8-sig").strip()
         except (OSError, UnicodeDecodeError) as exc:
             raise CredentialsError(
-                f"{options['api_key_file']}: cannot read the API key file ({type(exc).__name__})"
+                f"{api_key_file}: cannot read the API key file ({type(exc).__name__})"
             ) from None
-    return check_target(options["base_url"], options["project_id"], key)
-
-
-def _send_options(options: dict[str, Any]) -> SendOptions:
-    """The sender's settings from the command line."""
-    from backfill.sender import SendOptions
-
-    adaptive = options["concurrency"] == "auto"
-    return SendOptions(
-        concurrency=options["max_concurrency"] if adaptive else options["concurrency"],
-        adaptive=adaptive,
-        rate=options["rate"],
-        max_retries=options["max_retries"],
-        timeout=options["timeout"],
-        max_consecutive_failures=options["max_consecutive_failures"],
-        limit=options["limit"],
-    )
-
-
-def _sandbox_config(options: dict[str, Any]) -> SandboxConfig | None:
-    """The in-process sandbox for --sandbox, seeded with --sandbox-users."""
-    from backfill.sandbox import SandboxConfig
-
-    if not options["use_sandbox"]:
-        if options["sandbox_users"]:
-            raise UsageError("--sandbox-users goes with --sandbox")
-        return None
-    users = Path(options["sandbox_users"]) if options["sandbox_users"] else None
-    return SandboxConfig(users_path=users, keep_received=False)
+    return check_target(base_url, project_id, key)
 
 
 def _rate_limit_schedule(value: str | None) -> tuple[tuple[float, float], ...]:

@@ -16,7 +16,7 @@ data too (``file``, ``row``, ``field``) for a program that catches them.
 
 from __future__ import annotations
 
-from enum import IntEnum
+from enum import Enum, IntEnum
 
 
 class ExitCode(IntEnum):
@@ -29,11 +29,27 @@ class ExitCode(IntEnum):
     INTERRUPTED = 130
 
 
+class Hint(Enum):
+    """The setting that fixes an error: the CLI names its flag, a program its parameter."""
+
+    FORMAT = "format"  # name the input's format
+    FORMAT_FOR_STDIN = "format_for_stdin"
+    DELIMITER = "delimiter"  # name the CSV delimiter
+    REPLACE = "replace"  # write over an existing mapping file
+    RESUME_OR_OVERWRITE = "resume_or_overwrite"  # what to do with an existing results file
+    NEW_RUN = "new_run"  # a resume of a results file that is not there
+    RESUME_NEEDS_FILES = "resume_needs_files"  # stdin cannot be read again
+    REBUILD = "rebuild"  # rows with no stored payload: rebuild them with a mapping
+    API_KEY = "api_key"
+    PROJECT_ID = "project_id"
+
+
 class BackfillError(Exception):
     """An error the user can act on; its message is shown as is.
 
     ``file`` is the file, archive member or URL involved, ``row`` the row (or line) in it,
-    ``field`` the column or mapping key: None where the error has none.
+    ``field`` the column or mapping key: None where the error has none. ``hint`` names the
+    setting that fixes it; the message says so in words that name no command-line flag.
     """
 
     exit_code = ExitCode.NOTHING_SENT
@@ -45,10 +61,11 @@ class BackfillError(Exception):
         file: str | None = None,
         row: int | None = None,
         field: str | None = None,
+        hint: Hint | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
-        self.file, self.row, self.field = file, row, field
+        self.file, self.row, self.field, self.hint = file, row, field, hint
 
 
 class UsageError(BackfillError):

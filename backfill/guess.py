@@ -56,7 +56,7 @@ import polars as pl
 import polars.selectors as cs
 
 from backfill.codes import Reason, Repair
-from backfill.errors import InputError, MappingError, UsageError
+from backfill.errors import Hint, InputError, MappingError, UsageError
 from backfill.inputs import (
     BOM,
     GZIP_MAGIC,
@@ -339,9 +339,13 @@ def init(
     check_outputs([output], [source])
     _refuse_output_inside(output, source)
     if Path(output).exists() and not force:
-        raise UsageError(f"{output} already exists; give --force to write over it")
+        raise UsageError(
+            f"{output} already exists; ask to replace it to write over it",
+            file=output,
+            hint=Hint.REPLACE,
+        )
     sample = read_sample(source, fmt, sample_rows, delimiter, encoding)
-    _refuse_one_column(sample)
+    refuse_one_column(sample)
     guessed = guess_any(sample, source, output, preset)
     write_mapping(guessed.text, output, sample.name, sample.columns, force)
     return guessed
@@ -469,7 +473,7 @@ def _reader_dialect(dialect: Sniffed | None) -> Dialect:
     return Dialect(dialect.delimiter, dialect.encoding)
 
 
-def _refuse_one_column(sample: Sample) -> None:
+def refuse_one_column(sample: Sample) -> None:
     """Refuse a delimited file whose header reads as one column: a mapping needs two (a
     timestamp and an identifier), so the delimiter must be another one."""
     dialect = sample.dialect
@@ -478,14 +482,16 @@ def _refuse_one_column(sample: Sample) -> None:
     header = _show(sample.columns[0], 60)
     if dialect.delimiter_why == GIVEN.format("delimiter"):
         raise InputError(
-            f"{sample.name}: with --delimiter {_toml(dialect.delimiter or '')} the header reads"
+            f"{sample.name}: with the delimiter {_toml(dialect.delimiter or '')} the header reads"
             f" as one column, '{header}'; nothing written",
             file=sample.name,
+            hint=Hint.DELIMITER,
         )
     raise InputError(
         f"{sample.name}: the header reads as one column, '{header}': it holds no ',', ';', tab"
-        " or '|' (give --delimiter if another character parts its columns); nothing written",
+        " or '|' (name the delimiter if another character parts its columns); nothing written",
         file=sample.name,
+        hint=Hint.DELIMITER,
     )
 
 
@@ -1053,7 +1059,11 @@ def write_mapping(text: str, output: str, source: str, columns: Sequence[str], f
             with out.open("w" if force else "x", encoding="utf-8") as f:
                 f.write(text)
         except FileExistsError:
-            raise UsageError(f"{output} already exists; give --force to write over it") from None
+            raise UsageError(
+                f"{output} already exists; ask to replace it to write over it",
+                file=output,
+                hint=Hint.REPLACE,
+            ) from None
         except OSError as exc:
             raise UsageError(f"{output}: cannot write: {exc.strerror}", file=output) from None
     finally:

@@ -10,7 +10,6 @@ is untrusted input. Chart bars carry ``data-count`` attributes, so the numbers c
 from __future__ import annotations
 
 import math
-import shlex
 from collections.abc import Callable, Iterable, Sequence
 from datetime import date, timedelta
 from html import escape
@@ -18,6 +17,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from backfill.codes import ENTRY_NOT_FOUND, Reason, Repair, Skip, Status
+from backfill.commands import rebuild_command
 from backfill.errors import UsageError
 from backfill.report import OTHER, REPAIR_WORDS, TOP, ValidationReport, keep_private
 from backfill.tables import open_private
@@ -161,7 +161,7 @@ def validation_page(report: ValidationReport, show_identifiers: bool = False) ->
 
 
 def results_page(data: dict[str, Any]) -> str:
-    """The summary of a results file (Summary.to_dict()) as a page."""
+    """The summary of a results file (ResultsSummary.to_dict()) as a page."""
     sections = [
         _cards(_results_cards(data)),
         _stopped(data.get("stopped")),
@@ -381,8 +381,7 @@ def _next_steps(data: dict[str, Any]) -> str:
         '<div class="box">Re-run what did not go through (the stored payloads of the'
         f" not_found and failed rows):<pre>{_e(command)}</pre>"
         "If the mapping was wrong (an embeddable id or identifier key), fix it and rebuild"
-        f" those rows from the original inputs:<pre>backfill retry {_e(shlex.quote(results))}"
-        " -o fixed.jsonl -m FIXED_MAPPING.toml INPUT...</pre></div>"
+        f" those rows from the original inputs:<pre>{_e(rebuild_command(results))}</pre></div>"
     )
 
 

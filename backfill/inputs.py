@@ -33,7 +33,7 @@ from typing import Any, BinaryIO, Literal, NamedTuple, cast
 
 import polars as pl
 
-from backfill.errors import InputError
+from backfill.errors import Hint, InputError
 from backfill.locate import Located, open_file
 
 Format = Literal["csv", "tsv", "jsonl", "json", "parquet"]
@@ -144,7 +144,11 @@ def format_of_name(name: str, override: str | None) -> Format | None:
     if override is not None:
         return FORMATS.get(f".{override}", "csv")
     if name == "-":
-        raise InputError("-: reading stdin needs --format csv, tsv, jsonl, json or parquet")
+        raise InputError(
+            "-: reading stdin needs its format: csv, tsv, jsonl, json or parquet",
+            file="-",
+            hint=Hint.FORMAT_FOR_STDIN,
+        )
     stem = name.lower().removesuffix(".gz")
     return next((fmt for ext, fmt in FORMATS.items() if stem.endswith(ext)), None)
 
@@ -224,8 +228,9 @@ def _sniffed(head: bytes, name: str) -> Format:
         return "json"
     raise InputError(
         f"{name}: unknown input format (expected .csv, .tsv, .jsonl, .ndjson, .json or"
-        " .parquet, optionally .gz; or give --format)",
+        " .parquet, optionally .gz; or name its format)",
         file=name,
+        hint=Hint.FORMAT,
     )
 
 

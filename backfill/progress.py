@@ -15,14 +15,12 @@ import contextlib
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 from backfill import counting
 from backfill.codes import Status
-from backfill.summary import Summary
-
-if TYPE_CHECKING:
-    from backfill.runs import SendRun
+from backfill.plans import RetryPlan, SendPlan
+from backfill.summary import ResultsSummary
 
 # tqdm's own layout, with the total marked as an estimate.
 ESTIMATED_FORMAT = "{l_bar}{bar}| {n_fmt}/~{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
@@ -30,8 +28,8 @@ ESTIMATED_FORMAT = "{l_bar}{bar}| {n_fmt}/~{total_fmt} [{elapsed}<{remaining}, {
 
 @contextlib.contextmanager
 def progress_bar(
-    disabled: bool, run: SendRun, stream: IO[str] | None = None
-) -> Iterator[Callable[[Summary], None] | None]:
+    disabled: bool, plan: SendPlan | RetryPlan, stream: IO[str] | None = None
+) -> Iterator[Callable[[ResultsSummary], None] | None]:
     """A tqdm bar on stderr when it is a terminal, fed from the run's summary."""
     stream = stream or sys.stderr
     if disabled or not stream.isatty():
@@ -39,25 +37,25 @@ def progress_bar(
         return
     from tqdm import tqdm
 
-    count = start_count(run)
+    count = start_count(plan)
     try:
         with tqdm(unit=" rows", file=stream, dynamic_ncols=True) as bar:
-            view = RowsBar(bar, count, run.resume)
+            view = RowsBar(bar, count, plan.existing == "resume")
             yield view.update
             view.finish()
     finally:
         count.stop()
 
 
-def start_count(run: SendRun) -> counting.RowCount:
+def start_count(plan: SendPlan | RetryPlan) -> counting.RowCount:
     """Start counting what a run will send: a retry's chosen records, or a send's input rows."""
-    from backfill import pipeline, runs
+    from backfill import pipeline
 
-    limit = run.options.limit
-    if isinstance(run, runs.RetryRun):
-        return counting.count_records(run.from_results, run.statuses, limit)
-    dialect = None if run.mapping is None else pipeline.mapping_dialect(run.mapping)
-    return counting.count_rows(run.inputs, run.fmt, dialect, limit)
+    limit = plan.options.limit
+    if isinstance(plan, RetryPlan):
+        return counting.count_records(plan.from_results, plan.statuses, limit)
+    dialect = pipeline.mapping_dialect(plan.mapping)
+    return counting.count_rows(plan.inputs, plan.input_format, dialect, limit)
 
 
 class RowsBar:
@@ -69,9 +67,9 @@ class RowsBar:
         self.resumed = resumed
         self.done_before: int | None = None  # rows final before this run's first record
         self.shown = counting.Count(None, False)
-        self.last: Summary | None = None
+        self.last: ResultsSummary | None = None
 
-    def update(self, summary: Summary) -> None:
+    def update(self, summary: ResultsSummary) -> None:
         """Show the rows done, the total as known now and the live counts."""
         rows = summary.rows
         if self.done_before is None:

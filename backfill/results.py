@@ -24,7 +24,7 @@ from typing import cast
 import polars as pl
 
 from backfill.codes import Status
-from backfill.errors import InputError, ResultsFileError, ResultsWriteError
+from backfill.errors import Hint, InputError, ResultsFileError, ResultsWriteError
 from backfill.inputs import MALFORMED, ROW, batches, open_input
 from backfill.redact import redact
 from backfill.tables import is_csv
@@ -72,8 +72,10 @@ def default_results_path(first_input: str) -> str:
 def exists_error(path: str) -> ResultsFileError:
     """The refusal to write over a results file."""
     return ResultsFileError(
-        f"{path}: results file exists; use --resume to continue that run"
-        " or --overwrite to start again"
+        f"{path}: results file exists; resume it to continue that run, or overwrite it to"
+        " start again",
+        file=path,
+        hint=Hint.RESUME_OR_OVERWRITE,
     )
 
 

@@ -1,20 +1,22 @@
-"""Send runs from start to end: ``send`` (with --resume) and ``retry`` from a results file.
+"""Send runs from start to end: a send (continuing a run on resume) and a retry.
 
 Everything that can be refused is refused before the first request: options, outputs,
-credentials, the inputs and mapping, and on --resume the run record beside the results file.
+credentials, the inputs and mapping, and on resume the run record beside the results file.
+Plans are taken as they are and never changed; what a run found out (an empty results file
+started afresh, a discarded half line) comes back in its outcome's notes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
-import shlex
 import ssl
 import tomllib
-from collections.abc import Callable, Generator, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 from urllib.parse import urlsplit
@@ -22,11 +24,20 @@ from urllib.parse import urlsplit
 import polars as pl
 
 from backfill import pipeline
-from backfill.codes import LAST_UNANSWERED, Status
-from backfill.errors import ExitCode, MappingError, ResultsFileError, UsageError
+from backfill.codes import LAST_UNANSWERED, SANDBOX_API_KEY, Status
+from backfill.errors import Hint, MappingError, ResultsFileError, UsageError
 from backfill.inputs import InputFile
 from backfill.locate import fingerprint, fingerprint_argument
 from backfill.mapping import Mapping
+from backfill.plans import (
+    Existing,
+    RetryPlan,
+    Sandbox,
+    SendOptions,
+    SendPlan,
+    Target,
+    is_loopback,
+)
 from backfill.results import (
     ResultsLock,
     ResultsWriter,
@@ -39,13 +50,11 @@ from backfill.results import (
     read_run_record,
     write_run_record,
 )
-from backfill.sandbox import SandboxConfig
-from backfill.sender import Item, Job, SendOptions, Target, is_loopback, items_of, send
-from backfill.summary import Summary
+from backfill.sender import Item, Job, items_of, send
+from backfill.summary import ResultsSummary, RunOutcome
 
-Progress = Callable[[Summary], None] | None
+OnProgress = Callable[[ResultsSummary], None] | None
 PLACEHOLDER_PREFIX = "REPLACE_WITH_"  # what init writes where it could not guess
-RETRY_BATCH = 10_000
 # Sending goes at network speed, so small batches cost little and keep memory flat: the
 # pipeline holds a few batches (read ahead, being validated, being sent) of about 18,000 rows
 # each, whatever the size of the export. validate keeps the larger default, for speed.
@@ -53,101 +62,116 @@ SEND_BATCH_BYTES = 2 << 20
 
 
 @dataclass
-class SendRun:
-    """Everything a send needs, as the command line gave it."""
+class _Run:
+    """One send's working settings, shared by send and retry."""
 
-    inputs: Sequence[str]
-    mapping: Mapping | None
-    fmt: str | None
-    results_path: str
-    target: Target
+    results: str
+    destination: object  # Target | Sandbox
     options: SendOptions
-    sandbox: SandboxConfig | None = None
-    resume: bool = False
-    overwrite: bool = False
-    notes: list[str] = field(default_factory=list)  # what the run did that the user should know
-    ssl_context: ssl.SSLContext | None = None
+    existing: Existing
+    ca_bundle: str | None
+    mapping: Mapping | None
+    inputs: tuple[str, ...]
+    input_format: str | None
+    notes: list[str]
 
 
-@dataclass
-class RetryRun(SendRun):
-    """A re-run of the records of a results file with the chosen statuses."""
-
-    from_results: str = ""
-    statuses: tuple[str, ...] = (Status.NOT_FOUND, Status.FAILED)
-
-
-def run_send(run: SendRun, on_progress: Progress = None) -> tuple[Summary, ExitCode]:
+def run_send(
+    plan: SendPlan, on_progress: OnProgress = None, handle_signals: bool = False
+) -> RunOutcome:
     """Send every row of the inputs that has no final record yet."""
-    assert run.mapping is not None
-    if not run.inputs:
-        raise UsageError("no input given")
-    _refuse_placeholders(run.mapping)
-    if "-" in run.inputs and run.resume:
-        raise UsageError("--resume needs input files: stdin cannot be read again")
+    _refuse_placeholders(plan.mapping)
+    run = _Run(
+        plan.results,
+        plan.destination,
+        plan.options,
+        plan.existing,
+        plan.ca_bundle,
+        plan.mapping,
+        plan.inputs,
+        plan.input_format,
+        [],
+    )
     _check_outputs(run)
-    with ResultsLock(run.results_path):
+    with ResultsLock(run.results):
         identity = {
             "command": "send",
             "inputs": [fingerprint_argument(p) for p in run.inputs],
             **_common_identity(run),
         }
-        summary = Summary(run.results_path)
+        summary = ResultsSummary(run.results)
         done = _prepare(run, identity, summary)
-        inputs = pipeline.open_inputs(run.inputs, run.mapping, run.fmt)
+        inputs = pipeline.open_inputs(run.inputs, plan.mapping, run.input_format)
         keep = None if done is None else _not_in(done)
-        return _send(run, identity, summary, inputs, keep, on_progress)
+        return _send(run, identity, summary, inputs, keep, on_progress, handle_signals)
 
 
-def run_retry(run: RetryRun, on_progress: Progress = None) -> tuple[Summary, ExitCode]:
+def run_retry(
+    plan: RetryPlan, on_progress: OnProgress = None, handle_signals: bool = False
+) -> RunOutcome:
     """Send again the records of a results file with the chosen statuses, to a new file."""
-    source = Path(run.from_results)
+    source = Path(plan.from_results)
     if not source.is_file():
-        raise ResultsFileError(f"{run.from_results}: no such results file", file=run.from_results)
-    if Path(run.results_path).exists() and source.samefile(run.results_path):
+        raise ResultsFileError(f"{plan.from_results}: no such results file", file=plan.from_results)
+    if Path(plan.results).exists() and source.samefile(plan.results):
         raise UsageError(
-            f"{run.results_path}: retry never writes over the results file it reads",
-            file=run.results_path,
+            f"{plan.results}: retry never writes over the results file it reads", file=plan.results
         )
-    _refuse_placeholders(run.mapping)
-    unsent = [s for s in (Status.INVALID, Status.SKIPPED) if s in run.statuses]
-    if unsent and run.mapping is None:
+    rebuild = plan.rebuild
+    _refuse_placeholders(None if rebuild is None else rebuild.mapping)
+    unsent = [s for s in (Status.INVALID, Status.SKIPPED) if s in plan.statuses]
+    if unsent and rebuild is None:
         raise UsageError(
-            f"{unsent[0]} rows were never sent and have no payload: give -m MAPPING INPUT... to"
-            " rebuild them"
+            f"{unsent[0].value} rows were never sent and have no payload: rebuild them from the"
+            " inputs with a mapping",
+            hint=Hint.REBUILD,
         )
+    run = _Run(
+        plan.results,
+        plan.destination,
+        plan.options,
+        plan.existing,
+        plan.ca_bundle,
+        None if rebuild is None else rebuild.mapping,
+        () if rebuild is None else rebuild.inputs,
+        None if rebuild is None else rebuild.input_format,
+        [],
+    )
     _check_outputs(run)
-    with ResultsLock(run.results_path):
-        return _retry_locked(run, on_progress)
+    with ResultsLock(run.results):
+        return _retry_locked(plan, run, on_progress, handle_signals)
 
 
-def _retry_locked(run: RetryRun, on_progress: Progress) -> tuple[Summary, ExitCode]:
+def _retry_locked(
+    plan: RetryPlan, run: _Run, on_progress: OnProgress, handle_signals: bool
+) -> RunOutcome:
     """A retry, once its results file is locked."""
     identity = {
         "command": "retry",
-        "from": fingerprint(run.from_results),
-        "statuses": sorted(run.statuses),
+        "from": fingerprint(plan.from_results),
+        "statuses": sorted(s.value for s in plan.statuses),
         "inputs": [fingerprint_argument(p) for p in run.inputs],
         **_common_identity(run),
     }
-    summary = Summary(run.results_path)
+    summary = ResultsSummary(run.results)
     done = _prepare(run, identity, summary)
-    selected = _selected_rows(run, done)  # reads the whole file: a bad line stops us here
+    selected = _selected_rows(plan, done)  # reads the whole file: a bad line stops us here
     if run.mapping is None:
-        items = _stored_jobs(run, done)
-        return _send_items(run, identity, summary, items, on_progress, [])
-    _check_inputs_unchanged(run, cast(list[dict[str, object]], identity["inputs"]))
-    inputs = pipeline.open_inputs(run.inputs, run.mapping, run.fmt)
+        items = _stored_jobs(plan, done)
+        return _send_items(run, identity, summary, items, on_progress, [], handle_signals)
+    _check_inputs_unchanged(plan, run, cast(list[dict[str, object]], identity["inputs"]))
+    inputs = pipeline.open_inputs(run.inputs, run.mapping, run.input_format)
     names = {inp.name for inp in inputs}  # files, archive members and objects, as read
     missing = [s for s in selected.sources() if s not in names]
     if missing:
         for inp in inputs:
             inp.close()
         raise UsageError(
-            f"{run.from_results} has rows of {missing[0]}, which is not among the inputs given;"
-            " give the inputs exactly as the first run did"
+            f"{plan.from_results} has rows of {missing[0]}, which is not among the inputs given;"
+            " give the inputs exactly as the first run did",
+            file=plan.from_results,
         )
-    return _send(run, identity, summary, inputs, selected.mask, on_progress)
+    return _send(run, identity, summary, inputs, selected.mask, on_progress, handle_signals)
 
 
 def _refuse_placeholders(mapping: Mapping | None) -> None:
@@ -163,7 +187,7 @@ def _refuse_placeholders(mapping: Mapping | None) -> None:
             )
 
 
-def _common_identity(run: SendRun) -> dict[str, object]:
+def _common_identity(run: _Run) -> dict[str, object]:
     """What a resumed run must share with the run that started the file, besides inputs.
 
     The mapping counts by its meaning (the parsed TOML), so a new comment is no change.
@@ -176,56 +200,61 @@ def _common_identity(run: SendRun) -> dict[str, object]:
     return {
         "mapping_sha256": digest,
         "input": dialect,  # the CSV dialect, which the command line may set
-        "project_id": run.target.project_id,
+        "project_id": _project_id(run),
         "target": _target_kind(run),
     }
 
 
-def _target_kind(run: SendRun) -> str:
+def _project_id(run: _Run) -> str:
+    """The project the run sends to."""
+    destination = run.destination
+    assert isinstance(destination, (Sandbox, Target))
+    return destination.project_id
+
+
+def _target_kind(run: _Run) -> str:
     """Where a run sends, as far as a resume must agree: a rehearsal never resumes for real.
 
     The sandbox and this machine are told apart from a remote host; a local port may change.
     """
-    if run.sandbox is not None:
+    if isinstance(run.destination, Sandbox):
         return "the built-in sandbox"
-    host = urlsplit(run.target.base_url).hostname or ""
+    assert isinstance(run.destination, Target)
+    host = urlsplit(run.destination.base_url).hostname or ""
     return "a server on this machine" if is_loopback(host) else host
 
 
-def _check_outputs(run: SendRun) -> None:
-    """Refuse option combinations and results paths that cannot work, before any lock."""
-    if run.resume and run.overwrite:
-        raise UsageError("--resume and --overwrite cannot go together")
-    pipeline.check_outputs([run.results_path], list(run.inputs))
-    if run.resume and not Path(run.results_path).exists():
+def _check_outputs(run: _Run) -> None:
+    """Refuse results paths that cannot work, before any lock."""
+    pipeline.check_outputs([run.results], list(run.inputs))
+    if run.existing == "resume" and not Path(run.results).exists():
         # Starting afresh here would send again every row a run elsewhere already sent.
         raise ResultsFileError(
-            f"{run.results_path}: cannot resume: no such results file (is the path or the"
-            " working directory the first run's?); leave out --resume to start a new run",
-            file=run.results_path,
+            f"{run.results}: cannot resume: no such results file (is the path or the working"
+            " directory the first run's?); start a new run instead",
+            file=run.results,
+            hint=Hint.NEW_RUN,
         )
 
 
-def _prepare(run: SendRun, identity: dict[str, object], summary: Summary) -> RowSet | None:
-    """On --resume, check the run record and read the rows already done (None otherwise)."""
-    if not run.resume:
+def _prepare(run: _Run, identity: dict[str, object], summary: ResultsSummary) -> RowSet | None:
+    """On resume, check the run record and read the rows already done (None otherwise)."""
+    if run.existing != "resume":
         return None
-    if os.path.getsize(run.results_path) == 0 and _no_usable_record(run.results_path):
+    if os.path.getsize(run.results) == 0 and _no_usable_record(run.results):
         # Killed before its first record: nothing to keep, nothing to check against.
-        run.notes.append(f"{run.results_path}: empty, so the run starts from the beginning")
-        run.resume, run.overwrite = False, True
+        run.notes.append(f"{run.results}: empty, so the run starts from the beginning")
+        run.existing = "overwrite"
         return None
-    check_run_record(run.results_path, identity)
-    if discard_broken_tail(run.results_path):
-        run.notes.append(
-            f"{run.results_path}: discarded an unfinished last line; its row is sent again"
-        )
-    records = _counted(summary, read_results(run.results_path), count_requests=False)
-    return final_rows(run.results_path, records)
+    check_run_record(run.results, identity)
+    if discard_broken_tail(run.results):
+        run.notes.append(f"{run.results}: discarded an unfinished last line; its row is sent again")
+    records = _counted(summary, read_results(run.results), count_requests=False)
+    return final_rows(run.results, records)
 
 
 def _counted(
-    summary: Summary, records: Iterator[pl.DataFrame], count_requests: bool = True
+    summary: ResultsSummary, records: Iterator[pl.DataFrame], count_requests: bool = True
 ) -> Iterator[pl.DataFrame]:
     """The batches of records, counted into a summary as they pass."""
     for batch in records:
@@ -246,13 +275,13 @@ def _not_in(done: RowSet) -> Callable[[str, pl.Series], pl.Series]:
     return lambda source, rows: ~done.mask(source, rows)
 
 
-def _selected_rows(run: RetryRun, done: RowSet | None) -> RowSet:
-    """The (source, row) pairs a retry sends again, less those already done on --resume."""
+def _selected_rows(plan: RetryPlan, done: RowSet | None) -> RowSet:
+    """The (source, row) pairs a retry sends again, less those already done on resume."""
     selected = RowSet()
 
     def choosing(records: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
         for batch in records:
-            chosen = batch.filter(pl.col("status").is_in(run.statuses))
+            chosen = batch.filter(pl.col("status").is_in(plan.statuses))
             for (source,), frame in chosen.group_by("source"):
                 name = str(source)
                 rows = frame["row"]
@@ -261,35 +290,36 @@ def _selected_rows(run: RetryRun, done: RowSet | None) -> RowSet:
                 selected.add(name, rows)
             yield batch
 
-    final_rows(run.from_results, choosing(read_results(run.from_results)))
+    final_rows(plan.from_results, choosing(read_results(plan.from_results)))
     return selected.finish()
 
 
-def _check_inputs_unchanged(run: RetryRun, now: list[dict[str, object]]) -> None:
+def _check_inputs_unchanged(plan: RetryPlan, run: _Run, now: list[dict[str, object]]) -> None:
     """Refuse inputs that changed since the run that wrote the results file: rows would shift.
 
     ``now`` is the inputs' fingerprints as this retry took them (hashing is the costly part).
     """
-    saved = read_run_record(run.from_results)
+    saved = read_run_record(plan.from_results)
     recorded = saved.get("inputs") if saved else None
     if not isinstance(recorded, list):
         run.notes.append(
-            f"{run.from_results} has no run record: the inputs cannot be checked against it"
+            f"{plan.from_results} has no run record: the inputs cannot be checked against it"
         )
         return
     before = {i.get("path"): i for i in recorded if isinstance(i, dict)}
     for path, found in zip(run.inputs, now, strict=True):
         if path in before and path != "-" and found != before[path]:
             raise UsageError(
-                f"{path} has changed since the run that wrote {run.from_results}:"
-                " its row numbers may no longer be the same rows"
+                f"{path} has changed since the run that wrote {plan.from_results}:"
+                " its row numbers may no longer be the same rows",
+                file=path,
             )
 
 
-def _stored_jobs(run: RetryRun, done: RowSet | None) -> Iterator[list[Item]]:
+def _stored_jobs(plan: RetryPlan, done: RowSet | None) -> Iterator[list[Item]]:
     """Jobs from the payloads stored in a results file, batch by batch."""
-    for records in read_results(run.from_results):
-        chosen = records.filter(pl.col("status").is_in(run.statuses))
+    for records in read_results(plan.from_results):
+        chosen = records.filter(pl.col("status").is_in(plan.statuses))
         if done is not None:
             kept = [
                 frame.filter(~done.mask(str(source), frame["row"]))
@@ -311,13 +341,14 @@ def _stored_jobs(run: RetryRun, done: RowSet | None) -> Iterator[list[Item]]:
 
 
 def _send(
-    run: SendRun,
+    run: _Run,
     identity: dict[str, object],
-    summary: Summary,
+    summary: ResultsSummary,
     inputs: list[InputFile],
     keep: Callable[[str, pl.Series], pl.Series] | None,
-    on_progress: Progress,
-) -> tuple[Summary, ExitCode]:
+    on_progress: OnProgress,
+    handle_signals: bool,
+) -> RunOutcome:
     """Send the rows of opened inputs that ``keep`` picks."""
     assert run.mapping is not None
     # A generator: closing it stops its read-ahead thread when the run stops early.
@@ -326,73 +357,76 @@ def _send(
         pipeline.checked_batches(inputs, run.mapping, True, keep, SEND_BATCH_BYTES),
     )
     try:
-        return _send_items(run, identity, summary, map(items_of, batches), on_progress, inputs)
+        items = map(items_of, batches)
+        return _send_items(run, identity, summary, items, on_progress, inputs, handle_signals)
     finally:
         batches.close()
 
 
 def _send_items(
-    run: SendRun,
+    run: _Run,
     identity: dict[str, object],
-    summary: Summary,
+    summary: ResultsSummary,
     items: Iterator[Sequence[Item]],
-    on_progress: Progress,
+    on_progress: OnProgress,
     inputs: list[InputFile],
-) -> tuple[Summary, ExitCode]:
-    """Open the results file (appending on --resume) and send."""
+    handle_signals: bool,
+) -> RunOutcome:
+    """Open the results file (appending on resume) and send."""
+    resume, overwrite = run.existing == "resume", run.existing == "overwrite"
     try:
-        if not run.resume:
-            if os.path.exists(run.results_path) and not run.overwrite:
-                raise exists_error(run.results_path)
-            write_run_record(run.results_path, identity)  # first: a kill leaves no orphan
-        summary.resume_command = resume_command(run)
-        with ResultsWriter(run.results_path, overwrite=run.overwrite, append=run.resume) as writer:
+        context = _ssl_context(run.ca_bundle)  # a bad CA bundle is refused before any write
+        if not resume:
+            if os.path.exists(run.results) and not overwrite:
+                raise exists_error(run.results)
+            write_run_record(run.results, identity)  # first: a kill leaves no orphan
+        with ResultsWriter(run.results, overwrite=overwrite, append=resume) as writer:
+            if isinstance(run.destination, Sandbox):
+                sandbox = run.destination
+                target = Target("http://127.0.0.1", sandbox.project_id, SANDBOX_API_KEY)
+                serve = _sandbox_server(sandbox)
+            else:
+                assert isinstance(run.destination, Target)
+                target, serve = run.destination, None
             send(
                 items,
-                run.target,
+                target,
                 run.options,
                 writer,
                 summary,
                 on_progress,
-                run.ssl_context,
-                run.sandbox,
+                context,
+                serve,
+                handle_signals,
             )
     finally:
         for inp in inputs:
             inp.close()
-    return summary, exit_code(summary)
+    return RunOutcome(summary, run.existing, tuple(run.notes))
 
 
-def resume_command(run: SendRun) -> str:
-    """The command that continues this run if it stops early."""
-    words = ["backfill"]
-    if isinstance(run, RetryRun):
-        words += ["retry", run.from_results, *run.inputs, "-o", run.results_path]
-        words += ["--status", ",".join(run.statuses)]
-    else:
-        words += ["send", *run.inputs, "-o", run.results_path]
-    if run.mapping is not None:
-        words += ["-m", run.mapping.path]
-    if run.sandbox is not None:
-        words += ["--sandbox"]
-    else:
-        words += ["--project-id", run.target.project_id, "--base-url", run.target.base_url]
-    return shlex.join([*words, "--resume"])
+def _ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
+    """A verifying TLS context, trusting ``ca_bundle`` too when given."""
+    context = ssl.create_default_context()
+    if ca_bundle:
+        try:
+            context.load_verify_locations(cafile=ca_bundle)
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(
+                f"{ca_bundle}: cannot load CA certificates ({exc})", file=ca_bundle
+            ) from None
+    return context
 
 
-def exit_code(summary: Summary) -> ExitCode:
-    """0 when every row was sent; 1 when some were not; 3 aborted; 130 interrupted."""
-    if summary.stopped == "interrupted":
-        return ExitCode.INTERRUPTED
-    if summary.stopped:
-        return ExitCode.ABORTED
-    if summary.rows == summary.by_status[Status.SENT] + summary.by_status[Status.SKIPPED]:
-        return ExitCode.OK
-    return ExitCode.PROBLEMS
+def _sandbox_server(sandbox: Sandbox) -> Callable[[], contextlib.AbstractAsyncContextManager[str]]:
+    """Start the built-in sandbox in the run's event loop; it yields the URL to send to."""
 
+    @contextlib.asynccontextmanager
+    async def serve() -> AsyncIterator[str]:
+        from backfill.sandbox import RunningSandbox, SandboxConfig
 
-def summarise(results_path: str) -> Summary:
-    """The summary of a results file, read in batches; a row with two records is refused."""
-    summary = Summary(results_path)
-    final_rows(results_path, _counted(summary, read_results(results_path)))
-    return summary
+        users = None if sandbox.users is None else Path(sandbox.users)
+        async with RunningSandbox(SandboxConfig(users_path=users, keep_received=False)) as local:
+            yield local.url
+
+    return serve

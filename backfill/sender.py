@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import logging
 import math
@@ -21,15 +20,15 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import aiohttp
 
 from backfill import __version__
 from backfill.codes import ANSWER_CUT_OFF, CONNECTION_ERROR, LAST_UNANSWERED, TIMEOUT, Status
-from backfill.errors import CredentialsError, ResultsWriteError
+from backfill.errors import ResultsWriteError
 from backfill.inputs import ROW
 from backfill.payloads import (
     EMBEDDABLE_ID,
@@ -41,10 +40,10 @@ from backfill.payloads import (
     SKIP_MESSAGE,
 )
 from backfill.pipeline import CheckedBatch
-from backfill.redact import redact, register
+from backfill.plans import SendOptions, Target, is_loopback
+from backfill.redact import redact
 from backfill.results import Record, ResultsWriter
-from backfill.sandbox import RunningSandbox, SandboxConfig
-from backfill.summary import Summary
+from backfill.summary import ResultsSummary
 from backfill.throttle import Answer, AutoGate, RateLimiter
 
 RETRYABLE = frozenset({408, 429}) | frozenset(range(500, 600))
@@ -52,88 +51,8 @@ MAX_RESPONSE_BYTES = 64 * 1024  # a response is read this far at most: a sink ca
 MESSAGE_CHARS = 300
 MAX_RETRY_AFTER = 300.0
 PROGRESS_EVERY = 0.2
-LOOPBACK_NAMES = frozenset({"localhost"})
 ENTRY_ID_PATTERN = re.compile(rb'"entry_id"\s*:\s*"([^"\\]*)"')
 logger = logging.getLogger("backfill.send")
-KEY_ESCAPED = frozenset("\"\\'<>&")  # what JSON or HTML would write another way
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where events go and the key that lets them in; the key never shows in a repr."""
-
-    base_url: str
-    project_id: str
-    api_key: str = field(repr=False)
-
-    def __post_init__(self) -> None:
-        register(self.api_key)  # masked from every output, however the Target was made
-
-    @property
-    def events_url(self) -> str:
-        """POST https://host/projects/{projectId}/events."""
-        return f"{self.base_url.rstrip('/')}/projects/{quote(self.project_id, safe='')}/events"
-
-
-@dataclass(frozen=True)
-class SendOptions:
-    """How hard to push: concurrency and rate caps, retries, and when to give up."""
-
-    concurrency: int = 8  # with adaptive, the ceiling: workers and pooled connections
-    rate: float | None = None
-    max_retries: int = 5
-    timeout: float = 30.0
-    max_consecutive_failures: int = 100
-    backoff_base: float = 0.5
-    backoff_cap: float = 30.0
-    limit: int | None = None  # input rows to take, for a trial run
-    adaptive: bool = False  # --concurrency auto: find the in-flight limit and rate it takes
-
-
-def is_loopback(host: str) -> bool:
-    """Whether a host name or address is this machine."""
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def check_target(base_url: str, project_id: str | None, api_key: str | None) -> Target:
-    """Refuse, before anything is sent, a missing or malformed key or an unsafe URL."""
-    if not api_key:
-        raise CredentialsError(
-            "no API key: set EMBEDDABLES_API_KEY or give --api-key-file (keys start with rk_)"
-        )
-    api_key = api_key.strip().removeprefix("\ufeff")
-    if not api_key.startswith("rk_"):
-        raise CredentialsError("the API key does not start with rk_: Embeddables keys are rk_...")
-    if not api_key.isprintable() or any(c.isspace() for c in api_key):
-        raise CredentialsError("the API key holds spaces or control characters: check its source")
-    if not api_key.isascii() or any(c in KEY_ESCAPED for c in api_key):
-        # A server that echoes such a key escapes it, and an escaped key would slip past the
-        # mask into messages and results files; no real key holds these characters.
-        raise CredentialsError(
-            "the API key holds a character keys never have (non-ASCII, a quote, a backslash or"
-            " <>&): check its source"
-        )
-    if not project_id:
-        raise CredentialsError("no project id: give --project-id or set EMBEDDABLES_PROJECT_ID")
-    parts = urlsplit(base_url)
-    try:
-        parts.port  # noqa: B018 - raises on a port that is not a number from 0 to 65535
-    except ValueError:
-        raise CredentialsError(f"{base_url}: the port is not a number from 1 to 65535") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise CredentialsError(f"{base_url}: not an http(s) URL")
-    if parts.scheme == "http" and not is_loopback(parts.hostname):
-        raise CredentialsError(
-            f"{base_url}: plain http would send the key unencrypted; use https"
-            " (http is allowed only to this machine)"
-        )
-    register(api_key)
-    return Target(base_url, project_id, api_key)
 
 
 @dataclass(slots=True)
@@ -191,8 +110,8 @@ class Sender:
         target: Target,
         options: SendOptions,
         writer: ResultsWriter,
-        summary: Summary,
-        on_progress: Callable[[Summary], None] | None = None,
+        summary: ResultsSummary,
+        on_progress: Callable[[ResultsSummary], None] | None = None,
     ) -> None:
         self.target = target
         self.options = options
@@ -200,7 +119,7 @@ class Sender:
         self.summary = summary
         self.on_progress = on_progress
         self.limiter = RateLimiter(options.rate)
-        self.gate = AutoGate(options.concurrency) if options.adaptive else None
+        self.gate = AutoGate(options.workers) if options.adaptive else None
         self.stopping = asyncio.Event()
         self.aborted: str | None = None
         self.interrupted = False
@@ -225,15 +144,14 @@ class Sender:
 
     async def run(self, batches: Iterator[Sequence[Item]], ssl_context: ssl.SSLContext) -> None:
         """Send every valid row of the batches and record every row."""
-        queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=self.options.concurrency * 4)
-        connector = aiohttp.TCPConnector(limit=self.options.concurrency, ssl=ssl_context)
+        queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=self.options.workers * 4)
+        connector = aiohttp.TCPConnector(limit=self.options.workers, ssl=ssl_context)
         timeout = aiohttp.ClientTimeout(total=self.options.timeout)
         async with aiohttp.ClientSession(
             connector=connector, timeout=timeout, trust_env=not _is_local(self.url)
         ) as session:
             workers = [
-                asyncio.create_task(self._work(session, queue))
-                for _ in range(self.options.concurrency)
+                asyncio.create_task(self._work(session, queue)) for _ in range(self.options.workers)
             ]
             cancelled = False
             try:
@@ -618,16 +536,22 @@ def send(
     target: Target,
     options: SendOptions,
     writer: ResultsWriter,
-    summary: Summary,
-    on_progress: Callable[[Summary], None] | None = None,
+    summary: ResultsSummary,
+    on_progress: Callable[[ResultsSummary], None] | None = None,
     ssl_context: ssl.SSLContext | None = None,
-    sandbox: SandboxConfig | None = None,
+    serve: Callable[[], contextlib.AbstractAsyncContextManager[str]] | None = None,
+    handle_signals: bool = False,
 ) -> None:
     """Run a send to the end (or an abort or a signal); the summary says how it ended.
 
-    With ``sandbox``, a local sandbox is started in the same event loop and receives the run.
+    ``serve`` starts a server in the same event loop for the run (the built-in sandbox) and
+    gives the URL to send to instead of the target's. ``handle_signals``: SIGINT/SIGTERM stop
+    the run cleanly (a second one cancels the requests in flight); otherwise they are the
+    caller's to handle.
     """
-    run = _main(batches, target, options, writer, summary, on_progress, ssl_context, sandbox)
+    run = _main(
+        batches, target, options, writer, summary, on_progress, ssl_context, serve, handle_signals
+    )
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
         try:
             runner.run(run)
@@ -654,19 +578,20 @@ async def _main(
     target: Target,
     options: SendOptions,
     writer: ResultsWriter,
-    summary: Summary,
-    on_progress: Callable[[Summary], None] | None,
+    summary: ResultsSummary,
+    on_progress: Callable[[ResultsSummary], None] | None,
     ssl_context: ssl.SSLContext | None,
-    sandbox: SandboxConfig | None,
+    serve: Callable[[], contextlib.AbstractAsyncContextManager[str]] | None,
+    handle_signals: bool,
 ) -> Sender:
-    """The send inside an event loop, with SIGINT/SIGTERM wired to a clean stop."""
+    """The send inside an event loop, with SIGINT/SIGTERM wired to a clean stop if asked."""
     async with contextlib.AsyncExitStack() as stack:
-        if sandbox is not None:
-            local = await stack.enter_async_context(RunningSandbox(sandbox))
-            target = Target(local.url, target.project_id, target.api_key)
+        if serve is not None:
+            url = await stack.enter_async_context(serve())
+            target = Target(url, target.project_id, target.api_key)
         sender = Sender(target, options, writer, summary, on_progress)
         started = time.monotonic()
-        with _signals_stop(sender):
+        with _signals_stop(sender) if handle_signals else contextlib.nullcontext():
             try:
                 await sender.run(batches, ssl_context or ssl.create_default_context())
             finally:

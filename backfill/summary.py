@@ -8,14 +8,16 @@ of each problem, with identifier values masked unless asked for in full.
 from __future__ import annotations
 
 import json
-import shlex
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
 
 from backfill.codes import Status
+from backfill.commands import RETRY_STATUSES, retry_command
+from backfill.plans import Existing
 from backfill.report import (
     EXAMPLES_PER_REASON,
     MAX_DAYS,
@@ -26,10 +28,10 @@ from backfill.report import (
     mask_message,
     plain,
 )
+from backfill.results import final_rows, read_results
 
 AMBIGUOUS_NOTE = r"retried (\d+)x after no answer"
 MAX_DISTINCT = 10_000  # ids and keys tracked for the diagnosis; more are not a diagnosis
-RETRY_STATUSES = (Status.NOT_FOUND, Status.FAILED)
 MAX_PROBLEMS = 100  # kinds of problem (error codes) with examples kept
 # Top-level fields of a payload as this tool writes it (a nested one would be escaped: \").
 DAY_IN_PAYLOAD = r'"timestamp":\s*"(\d{4}-\d{2}-\d{2})'
@@ -132,7 +134,7 @@ def _listed(kind: str, groups: list[NotFoundGroup]) -> str:
 
 
 @dataclass
-class Summary:
+class ResultsSummary:
     """Counts of final records by status and error, and what the 404s have in common."""
 
     results_path: str
@@ -147,7 +149,6 @@ class Summary:
     rate_paced: bool = False  # --concurrency auto paced requests by rate (a 429 engaged it)
     paused_seconds: float = 0.0  # the whole run held by Retry-After, overlaps counted once
     pauses: int = 0
-    resume_command: str | None = None  # shown when the run stopped early
     answered_by_id: Counter[str] = field(default_factory=Counter)
     not_found_by_id: Counter[str] = field(default_factory=Counter)
     answered_by_key: Counter[str] = field(default_factory=Counter)
@@ -265,10 +266,7 @@ class Summary:
         """The command that sends again what did not go through, if anything."""
         if not any(self.by_status[s] for s in RETRY_STATUSES):
             return None
-        path = self.results_path
-        stem = path.removesuffix(".csv").removesuffix(".jsonl")
-        ext = ".csv" if path.endswith(".csv") else ".jsonl"
-        return f"backfill retry {shlex.quote(path)} -o {shlex.quote(stem + '.retry' + ext)}"
+        return retry_command(self.results_path)
 
     def examples_dict(self, show_identifiers: bool = False) -> dict[str, list[dict[str, Any]]]:
         """The examples of each problem; identifier values masked unless asked for."""
@@ -284,8 +282,13 @@ class Summary:
                 shown.setdefault(problem, []).append({**record, "message": message, "value": value})
         return shown
 
-    def to_dict(self, show_identifiers: bool = False) -> dict[str, Any]:
-        """The summary as JSON-ready data; identifier values masked unless asked for."""
+    def to_dict(
+        self, show_identifiers: bool = False, resume_command: str | None = None
+    ) -> dict[str, Any]:
+        """The summary as JSON-ready data; identifier values masked unless asked for.
+
+        ``resume_command`` continues the run that made it, shown when it stopped early.
+        """
         groups = self.not_found_groups()
         return {
             "results": self.results_path,
@@ -305,7 +308,7 @@ class Summary:
             "pauses": self.pauses if self.settled else None,
             "diagnosis": diagnosis_lines(groups, self.by_status[Status.NOT_FOUND]),
             "retry_command": self.retry_command(),
-            "resume_command": self.resume_command if self.stopped else None,
+            "resume_command": resume_command if self.stopped else None,
             "not_found_by_embeddable_id": [g.to_dict() for g in groups["embeddable id"]],
             "not_found_by_identifier_key": [g.to_dict() for g in groups["identifier key"]],
             "not_found_double_escaped": self.double_escaped,
@@ -319,6 +322,50 @@ class Summary:
             "embeddable_ids": _by_count(self.embeddable_ids),
             "examples": self.examples_dict(show_identifiers),
         }
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How a send or a retry ended: its counts, why it stopped early, what to know."""
+
+    summary: ResultsSummary
+    existing: Existing  # what was done with the results file: refuse (a new file), resume...
+    notes: tuple[str, ...] = ()  # what the run did that the user should know
+
+    @property
+    def results(self) -> str:
+        """The results file written."""
+        return self.summary.results_path
+
+    @property
+    def interrupted(self) -> bool:
+        """Stopped by SIGINT/SIGTERM (or the caller's stop)."""
+        return self.summary.stopped == "interrupted"
+
+    @property
+    def stopped(self) -> str | None:
+        """Why the run stopped before every row was final (not an interruption), or None."""
+        return None if self.interrupted else self.summary.stopped
+
+    @property
+    def complete(self) -> bool:
+        """Every row went through: sent, or skipped by the mapping's filter."""
+        by = self.summary.by_status
+        done = by[Status.SENT] + by[Status.SKIPPED]
+        return self.summary.stopped is None and self.summary.rows == done
+
+
+def summarise(results_path: str) -> ResultsSummary:
+    """The summary of a results file, read in batches; a row with two records is refused."""
+    summary = ResultsSummary(results_path)
+
+    def counted(records: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
+        for batch in records:
+            summary.add_records(batch)
+            yield batch
+
+    final_rows(results_path, counted(read_results(results_path)))
+    return summary
 
 
 def _with_day_and_event(records: pl.DataFrame) -> pl.DataFrame:

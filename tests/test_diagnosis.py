@@ -6,22 +6,22 @@ from collections.abc import Iterable
 
 import pytest
 
-from backfill.summary import CAUSE_NOTHING_SENT, CAUSE_SOME_USERS, CAUSE_WRONG_ID, Summary
+from backfill.summary import CAUSE_NOTHING_SENT, CAUSE_SOME_USERS, CAUSE_WRONG_ID, ResultsSummary
 
 # (embeddable id, identifier key, status) of each answered row.
 Rows = Iterable[tuple[str, str, str]]
 
 
-def summary_of(rows: Rows) -> Summary:
+def summary_of(rows: Rows) -> ResultsSummary:
     """A summary that counted these rows, as a send run does."""
-    summary = Summary("r.jsonl")
+    summary = ResultsSummary("r.jsonl")
     for embeddable_id, key, status in rows:
         error = "ENTRY_NOT_FOUND" if status == "not_found" else None
         summary.add(status, error, embeddable_id, key)
     return summary
 
 
-def causes(summary: Summary) -> dict[str, str]:
+def causes(summary: ResultsSummary) -> dict[str, str]:
     """Each embeddable id with 404s and the cause the tables give it."""
     return {e["name"]: e["likely_cause"] for e in summary.to_dict()["not_found_by_embeddable_id"]}
 

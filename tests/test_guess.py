@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from backfill.cli import cli_message
 from backfill.errors import InputError, MappingError, UsageError
 from backfill.guess import (
     EMBEDDABLE_PLACEHOLDER,
@@ -333,9 +334,10 @@ def test_a_file_that_appears_meanwhile_is_not_overwritten(write: Write) -> None:
     guessed = init("x.csv", "first.toml")
     write("m.toml", "# appeared\n")
     with pytest.raises(
-        UsageError, match=r"^m\.toml already exists; give --force to write over it$"
-    ):
+        UsageError, match=r"^m\.toml already exists; ask to replace it to write over it$"
+    ) as caught:
         write_mapping(guessed.text, "m.toml", "x.csv", ["ts", "email"], force=False)
+    assert cli_message(caught.value) == "m.toml already exists; give --force to write over it"
     assert Path("m.toml").read_text(encoding="utf-8") == "# appeared\n"
 
 

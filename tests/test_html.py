@@ -21,7 +21,7 @@ from backfill.inputs import MALFORMED, ROW
 from backfill.mapping import load_mapping
 from backfill.payloads import build_payloads
 from backfill.report import HIDDEN, Example, ValidationReport, mask_identifier, mask_message
-from backfill.summary import Summary
+from backfill.summary import ResultsSummary
 
 EVIL = "<script>alert(1)</script>\"'><img src=x onerror=alert(2)>"
 
@@ -282,7 +282,7 @@ def test_summary_of_records_has_days_names_examples_and_not_found_tables() -> No
         ),
         record(6, "invalid", error="bad_timestamp", message="column 'at': cannot read 'x'"),
     ]
-    summary = Summary("r.jsonl")
+    summary = ResultsSummary("r.jsonl")
     summary.add_records(records_frame(records[:3]))
     summary.add_records(records_frame(records[3:]))
     data = summary.to_dict()
@@ -320,7 +320,7 @@ def test_summary_of_records_has_days_names_examples_and_not_found_tables() -> No
 
 
 def test_a_resumed_runs_seed_counts_take_no_details() -> None:
-    summary = Summary("r.jsonl")
+    summary = ResultsSummary("r.jsonl")
     summary.add_records(records_frame([record(1, "sent")]), count_requests=False)
     data = summary.to_dict()
     assert (data["records_per_day"], data["examples"], data["event_names"]) == ({}, {}, {})
@@ -384,8 +384,8 @@ def _moment(text: str | None) -> datetime | None:
 
 
 def results_data(**changes: Any) -> dict[str, Any]:
-    """A results summary as Summary.to_dict() gives it."""
-    summary = Summary("r.jsonl")
+    """A results summary as ResultsSummary.to_dict() gives it."""
+    summary = ResultsSummary("r.jsonl")
     summary.add_records(
         records_frame(
             [
@@ -562,7 +562,7 @@ def test_payloads_written_otherwise_are_read_by_json_path() -> None:
     odd = (
         '{"custom_event_name" : "paid", "timestamp" : "2024-03-09T23:00:00Z", "embeddable_id": "f"}'
     )
-    summary = Summary("r.jsonl")
+    summary = ResultsSummary("r.jsonl")
     summary.add_records(records_frame([record(1, "sent"), record(2, "sent", payload=odd)]))
     data = summary.to_dict()
     assert data["records_per_day"] == {"2024-03-01": {"sent": 1}, "2024-03-09": {"sent": 1}}
@@ -573,7 +573,7 @@ def test_payloads_written_otherwise_are_read_by_json_path() -> None:
 def test_pages_of_nothing() -> None:
     empty = html.validation_page(ValidationReport(sources=["h.csv"]))
     assert "No timestamps: there is no chart." in empty and "No invalid rows." in empty
-    none = html.results_page(Summary("r.jsonl").to_dict())
+    none = html.results_page(ResultsSummary("r.jsonl").to_dict())
     assert "No record has a payload timestamp" in none and "Nothing to retry" in none
     assert "No row came back 404 ENTRY_NOT_FOUND." in none
 
@@ -694,7 +694,7 @@ def test_validation_page_without_skipped_rows_is_as_before() -> None:
 
 def skipping_results() -> dict[str, Any]:
     """A results summary of a run whose mapping skipped three rows."""
-    summary = Summary("r.jsonl")
+    summary = ResultsSummary("r.jsonl")
     skipped = {"status": "skipped", "attempts": 0, "payload": None}
     summary.add_records(
         records_frame(
@@ -762,7 +762,7 @@ def test_results_page_without_skipped_rows_is_as_before() -> None:
     assert ("Skipped (not events to send)", "0", "") in page.cards
     assert SKIPPED_EXAMPLES not in page.headings
     assert "skipped rows" not in text
-    none = html.results_page(Summary("r.jsonl").to_dict())
+    none = html.results_page(ResultsSummary("r.jsonl").to_dict())
     assert "No problems: every record is sent." in none
 
 

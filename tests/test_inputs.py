@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import backfill.inputs
+from backfill.cli import cli_message
 from backfill.errors import InputError
 from backfill.inputs import LINE, batches, format_of_name, open_input
 
@@ -138,13 +139,20 @@ def test_format_cannot_be_told(write: Write, name: str, content: bytes, message:
     write(name, content)
     with pytest.raises(InputError) as caught:
         open_input(name)
-    assert str(caught.value) == message
+    assert cli_message(caught.value) == message  # the core's own words name no flag:
+    assert str(caught.value) == message.replace("give --format", "name its format")
 
 
 def test_stdin_needs_a_format() -> None:
     with pytest.raises(InputError) as caught:
         format_of_name("-", None)
-    assert str(caught.value) == "-: reading stdin needs --format csv, tsv, jsonl, json or parquet"
+    assert (
+        str(caught.value) == "-: reading stdin needs its format: csv, tsv, jsonl, json or parquet"
+    )
+    assert (
+        cli_message(caught.value)
+        == "-: reading stdin needs --format csv, tsv, jsonl, json or parquet"
+    )
 
 
 # Standard input, through the command line as a user gives it.

@@ -30,7 +30,7 @@ from tests.test_sender import (
     stop,
 )
 
-AUTO = {"adaptive": True, "concurrency": 1024}  # what send's defaults come to
+AUTO: dict[str, object] = {}  # SendOptions() is what send's defaults come to
 
 
 @pytest.fixture(autouse=True)

@@ -22,7 +22,7 @@ from backfill import progress
 from backfill.codes import Status
 from backfill.counting import Count, RowCount
 from backfill.progress import RowsBar, progress_bar
-from backfill.summary import Summary
+from backfill.summary import ResultsSummary
 from tests.conftest import SANDBOX_KEY
 
 
@@ -33,9 +33,9 @@ class Terminal(io.StringIO):
         return True
 
 
-def summary_of(sent: int, failed: int = 0, invalid: int = 0) -> Summary:
+def summary_of(sent: int, failed: int = 0, invalid: int = 0) -> ResultsSummary:
     """A run's summary with these final records."""
-    summary = Summary("r.jsonl")
+    summary = ResultsSummary("r.jsonl")
     summary.by_status.update({Status.SENT: sent, Status.FAILED: failed, Status.INVALID: invalid})
     return summary
 
@@ -109,9 +109,13 @@ def test_stopped_run_keeps_its_total(screen: tuple[Any, io.StringIO]) -> None:
 
 
 def send_run(inputs: list[str]) -> Any:
-    """What progress_bar reads of a send run."""
+    """What progress_bar reads of a send plan."""
     return SimpleNamespace(
-        inputs=inputs, fmt=None, mapping=None, resume=False, options=SimpleNamespace(limit=None)
+        inputs=inputs,
+        input_format=None,
+        mapping=None,
+        existing="refuse",
+        options=SimpleNamespace(limit=None),
     )
 
 

@@ -18,6 +18,7 @@ import pytest
 from aiohttp import web
 
 import backfill.results
+from backfill.cli import cli_message
 from backfill.codes import SANDBOX_API_KEY, Status
 from backfill.errors import ResultsFileError, ResultsWriteError
 from backfill.results import FIELDS, Record, ResultsWriter, default_results_path
@@ -175,6 +176,10 @@ def test_an_existing_results_file_is_never_written_over(workdir: Path) -> None:
     with pytest.raises(ResultsFileError) as caught:
         ResultsWriter("r.jsonl")
     assert str(caught.value) == (
+        "r.jsonl: results file exists; resume it to continue that run, or overwrite it to"
+        " start again"
+    )
+    assert cli_message(caught.value) == (
         "r.jsonl: results file exists; use --resume to continue that run"
         " or --overwrite to start again"
     )

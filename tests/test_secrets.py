@@ -17,9 +17,10 @@ from click.testing import CliRunner, Result
 from backfill.cli import cli
 from backfill.codes import Status
 from backfill.errors import CredentialsError
+from backfill.plans import SendOptions, Target, check_target
 from backfill.results import ResultsWriter
-from backfill.sender import Job, SendOptions, Target, check_target, send
-from backfill.summary import Summary
+from backfill.sender import Job, send
+from backfill.summary import ResultsSummary
 from tests.conftest import Loopback, Write, closed_port, row_email, row_flow, send_argv
 
 KEY = "rk_SECRET_1234567890"
@@ -219,7 +220,7 @@ def core_send(url: str, key: str, results: Path) -> dict[str, Any]:
             "identifiers": [{"key": "email", "value": json.dumps(row_email(1))}],
         }
     )
-    summary = Summary(str(results))
+    summary = ResultsSummary(str(results))
     with ResultsWriter(str(results)) as writer:
         send(
             iter([[Job("core", 1, body, row_flow(1), "email")]]),

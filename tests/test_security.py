@@ -241,7 +241,7 @@ def test_debug_logs_and_bug_tracebacks_mask_the_key(
     def explode(*args: object, **kwargs: object) -> None:
         raise RuntimeError(f"something broke near {KEY}")
 
-    monkeypatch.setattr("backfill.runs.run_send", explode)
+    monkeypatch.setattr("backfill.api.send", explode)
     for debug in ([], ["--debug"]):
         result = invoke_raw(
             run,

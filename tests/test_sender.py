@@ -24,10 +24,11 @@ import pytest
 from aiohttp import web
 
 from backfill.codes import SANDBOX_API_KEY, Status
+from backfill.plans import SendOptions, Target
 from backfill.results import Record, ResultsWriter
 from backfill.sandbox import RunningSandbox, SandboxConfig
-from backfill.sender import Item, Job, SendOptions, Target, _retry_after, send
-from backfill.summary import Summary
+from backfill.sender import Item, Job, _retry_after, send
+from backfill.summary import ResultsSummary
 from tests.conftest import (
     PROJECT,
     Loopback,
@@ -79,7 +80,7 @@ def row_of(event: dict[str, Any]) -> int:
 
 def send_core(
     url: str, rows: int, results: Path, invalid: frozenset[int] = frozenset(), **options: Any
-) -> Summary:
+) -> ResultsSummary:
     """Send rows 1..rows through the sender core (invalid ones as ready records)."""
     items: list[Item] = [
         Record("core", row, Status.INVALID, None, "bad_event_name", "not snake_case")
@@ -88,7 +89,7 @@ def send_core(
         for row in range(1, rows + 1)
     ]
     batches = iter([items[i : i + 500] for i in range(0, len(items), 500)])
-    summary = Summary(str(results))
+    summary = ResultsSummary(str(results))
     with ResultsWriter(str(results)) as writer:
         send(
             batches, Target(url, PROJECT, SANDBOX_API_KEY), SendOptions(**options), writer, summary
@@ -119,7 +120,7 @@ def test_a_send_runs_on_uvloop(loopback: Loopback, tmp_path: Path) -> None:
     loops: set[str] = set()
     sandbox = loopback.sandbox()
     jobs: list[Item] = [Job("core", r, body_of(r), row_flow(r), "email") for r in range(1, 4)]
-    summary = Summary(str(tmp_path / "r.jsonl"))
+    summary = ResultsSummary(str(tmp_path / "r.jsonl"))
     with ResultsWriter(str(tmp_path / "r.jsonl")) as writer:
         send(
             iter([jobs]),
@@ -577,7 +578,7 @@ def test_consecutive_failures_stop_the_run(
 
 def chaos_run(
     loopback: Loopback, tmp_path: Path, **faults: Any
-) -> tuple[Summary, list[dict[str, Any]], list[dict[str, Any]]]:
+) -> tuple[ResultsSummary, list[dict[str, Any]], list[dict[str, Any]]]:
     """CHAOS_ROWS rows (every 50th invalid) through a faulty sandbox; summary, records, received."""
     sandbox = loopback.sandbox(retry_after=0.01, seed=7, **faults)
     invalid = frozenset(range(50, CHAOS_ROWS + 1, 50))
@@ -637,7 +638,7 @@ def test_ambiguous_retries_bound_the_duplicates(loopback: Loopback, tmp_path: Pa
 
 def test_the_core_runs_outside_the_main_thread(loopback: Loopback, tmp_path: Path) -> None:
     sandbox = loopback.sandbox()
-    outcome: list[BaseException | Summary] = []
+    outcome: list[BaseException | ResultsSummary] = []
 
     def in_thread() -> None:
         try:
@@ -649,7 +650,7 @@ def test_the_core_runs_outside_the_main_thread(loopback: Loopback, tmp_path: Pat
     worker.start()
     worker.join(timeout=30)
     [result] = outcome
-    assert isinstance(result, Summary), repr(result)
+    assert isinstance(result, ResultsSummary), repr(result)
     assert result.by_status == {"sent": 3}
 
 

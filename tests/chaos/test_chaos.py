@@ -31,13 +31,14 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from backfill.api import retry, send
+from backfill.cli import exit_code
 from backfill.codes import LAST_UNANSWERED, SANDBOX_API_KEY, Status
 from backfill.errors import ExitCode
 from backfill.mapping import load_mapping
-from backfill.runs import RetryRun, SendRun, run_retry, run_send
+from backfill.plans import RetryPlan, SendOptions, SendPlan, Target
 from backfill.sandbox import RunningSandbox, SandboxConfig, SandboxState
-from backfill.sender import SendOptions, Target
-from backfill.summary import Summary
+from backfill.summary import ResultsSummary
 from tests.conftest import SEND_MAPPING
 
 ROWS = int(os.environ.get("BACKFILL_CHAOS_ROWS", "3000"))
@@ -162,7 +163,7 @@ class ChaosRun:
     source: str
     records: list[dict[str, Any]]
     received: list[dict[str, Any]]
-    summary: Summary
+    summary: ResultsSummary
     code: ExitCode
     state: SandboxState
     stalls: Stalls
@@ -224,15 +225,15 @@ def run_chaos(
     sandbox.app.middlewares.append(stalls.middleware())
     started = time.monotonic()
     with serving(sandbox) as url:
-        run = SendRun(
-            inputs=[str(csv_path)],
+        plan = SendPlan(
+            inputs=(str(csv_path),),
             mapping=load_mapping(mapping_path),
-            fmt=None,
-            results_path=str(results),
-            target=Target(url, PROJECT, SANDBOX_API_KEY),
+            results=str(results),
+            destination=Target(url, PROJECT, SANDBOX_API_KEY),
             options=options,
         )
-        summary, code = run_send(run)
+        outcome = send(plan)
+        summary, code = outcome.summary, exit_code(outcome)
     elapsed = time.monotonic() - started
     state = sandbox.state
     records = read_records(results)
@@ -422,25 +423,21 @@ def test_duplicates_across_a_send_and_its_retry_are_counted(tmp_path: Path) -> N
     )
     sandbox = RunningSandbox(faults.sandbox(users))
     with serving(sandbox) as url:
-        first = SendRun(
-            inputs=[str(csv_path)],
+        first = SendPlan(
+            inputs=(str(csv_path),),
             mapping=load_mapping(mapping_path),
-            fmt=None,
-            results_path=str(tmp_path / "first.jsonl"),
-            target=Target(url, PROJECT, SANDBOX_API_KEY),
+            results=str(tmp_path / "first.jsonl"),
+            destination=Target(url, PROJECT, SANDBOX_API_KEY),
             options=SendOptions(concurrency=4, max_retries=0, backoff_base=0.001),
         )
-        sent, _ = run_send(first)
-        again = RetryRun(
-            inputs=[],
-            mapping=None,
-            fmt=None,
-            results_path=str(tmp_path / "retry.jsonl"),
-            target=first.target,
+        sent = send(first).summary
+        again = RetryPlan(
+            from_results=first.results,
+            results=str(tmp_path / "retry.jsonl"),
+            destination=first.destination,
             options=OPTIONS,
-            from_results=first.results_path,
         )
-        retried, _ = run_retry(again)
+        retried = retry(again).summary
     copies = Counter(event_key(event) for event in sandbox.state.received)
     duplicates = sum(n - 1 for n in copies.values())
     assert sent.by_status[Status.FAILED] > 0  # the premise: some rows failed unanswered
