@@ -21,7 +21,7 @@ import click
 
 from backfill import api, html, pipeline
 from backfill.codes import SANDBOX_API_KEY, SANDBOX_HOST, SANDBOX_PORT, Status
-from backfill.commands import resume_command
+from backfill.commands import resume_command, retry_command
 from backfill.errors import BackfillError, CredentialsError, ExitCode, Hint, UsageError
 from backfill.mapping import Mapping, check_delimiter, check_encoding, load_mapping
 from backfill.payloads import PAYLOAD
@@ -67,6 +67,16 @@ HINT_WORDS: dict[Hint, tuple[tuple[str, str], ...]] = {
         ("rebuild them from the inputs with a mapping", "give -m MAPPING INPUT... to rebuild them"),
     ),
 }
+# The settings a stop reason names (outcome.stopped), as the command line names them.
+STOP_WORDS = (
+    ("(or the API key file)", "(or --api-key-file)"),
+    (
+        "that the project id and the base URL are right",
+        "that --project-id and --base-url are right",
+    ),
+    ("check the base URL", "check --base-url"),
+    ("certificate as the CA bundle", "certificate with --ca-bundle"),
+)
 HINT_MESSAGES = {
     Hint.API_KEY: (
         "no API key: set EMBEDDABLES_API_KEY or give --api-key-file (keys start with rk_)"
@@ -107,16 +117,20 @@ def reports_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _cli_words(text: str, words: tuple[tuple[str, str], ...]) -> str:
+    """Text of the core with the command line's names for the settings it names."""
+    for core, flags in words:
+        text = text.replace(core, flags)
+    return text
+
+
 def cli_message(exc: BackfillError) -> str:
     """An error's message with the flag that fixes it named, where the core names a setting."""
     if exc.hint is None:
         return str(exc)
     if exc.hint in HINT_MESSAGES:
         return HINT_MESSAGES[exc.hint]
-    text = str(exc)
-    for core, flags in HINT_WORDS[exc.hint]:
-        text = text.replace(core, flags)
-    return text
+    return _cli_words(str(exc), HINT_WORDS[exc.hint])
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -572,10 +586,15 @@ def report(results: str, as_json: bool, html_path: str | None, show_identifiers:
       backfill report events.results.jsonl --html report.html
     """
     pipeline.check_outputs([html_path], [results])
-    data = api.summarise(results).to_dict(show_identifiers)
+    summary = api.summarise(results)
+    retry = retry_command(results)
     if html_path:
-        html.write_html(html.results_page(data), html_path)
-    click.echo(json.dumps(data, indent=2) if as_json else render_summary(data, _terminal_style()))
+        html.write_html(html.results_page(summary, show_identifiers, retry), html_path)
+    if as_json:
+        data = summary.to_dict(show_identifiers, retry_command=retry)
+        click.echo(json.dumps(data, indent=2))
+    else:
+        click.echo(render_summary(summary, _terminal_style(), retry_command=retry))
 
 
 def _existing(resume: bool, overwrite: bool) -> Existing:
@@ -596,8 +615,14 @@ def _run_and_exit(plan: SendPlan | RetryPlan, no_progress: bool, as_json: bool) 
             outcome = api.send(plan, on_progress, handle_signals=True)
     for note in outcome.notes:
         click.echo(f"note: {note}", err=True)
-    data = outcome.summary.to_dict(resume_command=resume_command(plan))
-    click.echo(json.dumps(data, indent=2) if as_json else render_summary(data))
+    summary, resume, retry = outcome.summary, resume_command(plan), retry_command(plan.results)
+    if summary.stopped:
+        summary = replace(summary, stopped=_cli_words(summary.stopped, STOP_WORDS))
+    if as_json:
+        data = summary.to_dict(resume_command=resume, retry_command=retry)
+        click.echo(json.dumps(data, indent=2))
+    else:
+        click.echo(render_summary(summary, resume_command=resume, retry_command=retry))
     sys.exit(exit_code(outcome))
 
 
@@ -732,7 +757,15 @@ def sandbox(
     users: str | None,
     received: str | None,
     api_keys: tuple[str, ...],
-    **faults: Any,
+    fail_rate: float,
+    throttle_rate: float,
+    drop_rate: float,
+    drop_after_rate: float,
+    delay: float,
+    rate_limit: float | None,
+    rate_limit_schedule: tuple[tuple[float, float], ...],
+    retry_after: float,
+    seed: int | None,
 ) -> None:
     """Serve a local Embeddables-compatible events API for rehearsals and tests.
 
@@ -747,7 +780,15 @@ def sandbox(
         users_path=Path(users) if users else None,
         received_path=Path(received) if received else None,
         keep_received=False,
-        **faults,
+        fail_rate=fail_rate,
+        throttle_rate=throttle_rate,
+        drop_rate=drop_rate,
+        drop_after_rate=drop_after_rate,
+        delay=delay,
+        rate_limit=rate_limit,
+        rate_limit_schedule=rate_limit_schedule,
+        retry_after=retry_after,
+        seed=seed,
     )
     serve(
         config, host, port, on_ready=lambda url: click.echo(f"sandbox listening on {url}", err=True)

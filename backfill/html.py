@@ -14,12 +14,13 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import date, timedelta
 from html import escape
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
 
 from backfill.codes import ENTRY_NOT_FOUND, Reason, Repair, Skip, Status
 from backfill.commands import rebuild_command
+from backfill.diagnosis import NotFoundGroup
 from backfill.errors import UsageError
 from backfill.report import OTHER, REPAIR_WORDS, TOP, ValidationReport, keep_private
+from backfill.summary import ProblemExample, ResultsSummary
 from backfill.tables import open_private
 
 MAX_BARS = 400  # a time chart with more days than this counts per week, month or year
@@ -160,20 +161,23 @@ def validation_page(report: ValidationReport, show_identifiers: bool = False) ->
     return _page("Validation report", ", ".join(report.sources), sections)
 
 
-def results_page(data: dict[str, Any]) -> str:
-    """The summary of a results file (ResultsSummary.to_dict()) as a page."""
+def results_page(
+    summary: ResultsSummary, show_identifiers: bool = False, retry_command: str | None = None
+) -> str:
+    """The summary of a results file as a page; identifier values masked unless asked for."""
+    examples = summary.shown_examples(show_identifiers)
     sections = [
-        _cards(_results_cards(data)),
-        _stopped(data.get("stopped")),
-        _next_steps(data),
-        _section("404 diagnosis", _diagnosis(data)),
-        _section("Records per day of the payload timestamp (UTC)", _results_days(data)),
-        _section("Results by status and error", _status_charts(data)),
-        _section("Examples of each problem", _problem_examples(data)),
-        _skipped_examples(data),
-        _names(data.get("event_names", {}), data.get("embeddable_ids", {}), "rows with a payload"),
+        _cards(_results_cards(summary)),
+        _stopped(summary.stopped),
+        _next_steps(summary, retry_command),
+        _section("404 diagnosis", _diagnosis(summary)),
+        _section("Records per day of the payload timestamp (UTC)", _results_days(summary)),
+        _section("Results by status and error", _status_charts(summary)),
+        _section("Examples of each problem", _problem_examples(summary, examples)),
+        _skipped_examples(examples),
+        _names(summary.event_name_counts(), summary.embeddable_id_counts(), "rows with a payload"),
     ]
-    return _page("Results report", data["results"], sections)
+    return _page("Results report", summary.results_path, sections)
 
 
 def _page(title: str, subject: str, sections: Iterable[str]) -> str:
@@ -324,43 +328,43 @@ def _repair_words(kind: str) -> str:
 # --- Results sections ---------------------------------------------------------------------
 
 
-def _results_cards(data: dict[str, Any]) -> list[tuple[str, str, str]]:
+def _results_cards(summary: ResultsSummary) -> list[tuple[str, str, str]]:
     """The headline counts of a results file: rows by status, requests and retries."""
-    cards = [("Rows", _n(data["rows"]), "")]
-    for status, count in data["by_status"].items():
+    cards = [("Rows", _n(summary.rows), "")]
+    for status, count in summary.status_counts().items():
         if status == Status.SKIPPED:
             cards.append((SKIPPED_WORDS.capitalize(), _n(count), ""))
             continue
         tone = "good" if status == Status.SENT else ("bad" if count else "")
         cards.append((status.replace("_", " ").capitalize(), _n(count), tone))
-    ambiguous = data["ambiguous_retries"]
+    ambiguous = summary.ambiguous_retries
     cards += [
-        ("Requests", _n(data["requests"]), ""),
-        ("Retries", _n(data["retries"]), ""),
+        ("Requests", _n(summary.requests), ""),
+        ("Retries", _n(summary.retries), ""),
         ("Ambiguous retries", _n(ambiguous), "warn" if ambiguous else ""),
     ]
     return cards
 
 
-def _status_charts(data: dict[str, Any]) -> str:
+def _status_charts(summary: ResultsSummary) -> str:
     """Records by status, then by error."""
-    by_status = list(data["by_status"].items())
-    errors = list(data["by_error"].items())
+    by_status = list(summary.status_counts().items())
+    errors = list(summary.error_counts().items())
     html = _bar_chart(by_status, "status", "results by status", SERIES_CLASS.get)
     if errors:
         html += "<h3>By error</h3>" + _bar_chart(errors, "error", "records by error", _error_class)
     return html
 
 
-def _results_days(data: dict[str, Any]) -> str:
+def _results_days(summary: ResultsSummary) -> str:
     """The records-per-day chart, stacked by status, or a note when there is nothing to show."""
-    per_day = data.get("records_per_day", {})
+    per_day = summary.days()
     without = (("invalid rows", Status.INVALID), (SKIPPED_ROWS, Status.SKIPPED))
     note = "".join(
         f'<p class="note">{_e(_n(count))} {_e(words)} have no payload, so no timestamp:'
         " they are not in this chart.</p>"
         for words, status in without
-        if (count := data["by_status"].get(status.value, 0))
+        if (count := summary.by_status[status.value])
     )
     if not any(day != OTHER for day in per_day):
         return '<p class="note">No record has a payload timestamp: there is no chart.</p>' + note
@@ -368,99 +372,99 @@ def _results_days(data: dict[str, Any]) -> str:
     return _time_chart(per_day, series, "records") + note
 
 
-def _next_steps(data: dict[str, Any]) -> str:
+def _next_steps(summary: ResultsSummary, command: str | None) -> str:
     """The command that sends again what did not go through."""
-    command = data.get("retry_command")
-    if not command:
+    if not command or not summary.retryable():
         return (
             '<div class="box good">Nothing to retry: every row was sent, is invalid or was'
             " skipped.</div>"
         )
-    results = data["results"]
     return (
         '<div class="box">Re-run what did not go through (the stored payloads of the'
         f" not_found and failed rows):<pre>{_e(command)}</pre>"
         "If the mapping was wrong (an embeddable id or identifier key), fix it and rebuild"
-        f" those rows from the original inputs:<pre>{_e(rebuild_command(results))}</pre></div>"
+        " those rows from the original inputs:"
+        f"<pre>{_e(rebuild_command(summary.results_path))}</pre></div>"
     )
 
 
-def _diagnosis(data: dict[str, Any]) -> str:
+def _diagnosis(summary: ResultsSummary) -> str:
     """What the 404s have in common, by embeddable id and by identifier key."""
-    if not data["by_status"].get(Status.NOT_FOUND.value):
+    if not summary.by_status[Status.NOT_FOUND.value]:
         return '<p class="note">No row came back 404 ENTRY_NOT_FOUND.</p>'
-    parts = [f'<div class="box">{_e(line)}</div>' for line in data["diagnosis"]]
+    parts = [f'<div class="box">{_e(line)}</div>' for line in summary.diagnosis()]
     parts.append(f'<p class="note">{API_404}</p>')
-    escaped = data.get("not_found_double_escaped", 0)
+    escaped = summary.double_escaped
     if escaped:
         parts.append(
             f'<div class="box bad">{_e(_n(escaped))} of the 404s carry a double-escaped'
             " identifier value, which never matches a user.</div>"
         )
-    for title, key in (
-        ("By embeddable id", "not_found_by_embeddable_id"),
-        ("By identifier key", "not_found_by_identifier_key"),
+    groups = summary.not_found_groups()
+    for title, kind in (
+        ("By embeddable id", "embeddable id"),
+        ("By identifier key", "identifier key"),
     ):
-        parts.append(f"<h3>{_e(title)}</h3>" + _not_found_table(data.get(key, [])))
+        parts.append(f"<h3>{_e(title)}</h3>" + _not_found_table(groups[kind]))
     return "\n".join(parts)
 
 
-def _not_found_table(entries: list[dict[str, Any]]) -> str:
+def _not_found_table(groups: list[NotFoundGroup]) -> str:
     """Names with 404s: answered, not found, the share and the cause the data points to."""
     rows = [
         [
-            f"<code>{_e(e['name'])}</code>",
-            _e(_n(e["answered"])),
-            _e(_n(e["not_found"])),
-            _e(_share(e["not_found"], e["answered"])),
-            _e(e["likely_cause"]),
+            f"<code>{_e(g.name)}</code>",
+            _e(_n(g.answered)),
+            _e(_n(g.not_found)),
+            _e(_share(g.not_found, g.answered)),
+            _e(g.cause),
         ]
-        for e in entries[:TOP]
+        for g in groups[:TOP]
     ]
-    more = len(entries) - TOP
+    more = len(groups) - TOP
     heads = ["Name", "Answered", "Not found", "Share", "Cause"]
     table = _table(heads, rows, (22, 11, 11, 9, 47), numeric=(1, 2, 3))
     return table + (f'<p class="note">... and {_e(_n(more))} more</p>' if more > 0 else "")
 
 
-def _examples(data: dict[str, Any], skipped: bool) -> list[tuple[str, dict[str, Any]]]:
-    """(error, record) of the examples, commonest error first: the skipped ones or the others."""
-    examples: dict[str, list[dict[str, Any]]] = data.get("examples", {})
-    order = {error: i for i, error in enumerate(data["by_error"])}
+def _examples(
+    examples: dict[str, list[ProblemExample]], skipped: bool
+) -> list[tuple[str, ProblemExample]]:
+    """(problem, example) of the examples, in their order: the skipped ones or the others."""
     return [
-        (problem, r)
-        for problem in sorted(examples, key=lambda p: order.get(p, len(order)))
-        for r in examples[problem]
-        if (r.get("status") == Status.SKIPPED) is skipped
+        (problem, example)
+        for problem, kept in examples.items()
+        for example in kept
+        if (example.status == Status.SKIPPED) is skipped
     ]
 
 
-def _problem_examples(data: dict[str, Any]) -> str:
+def _problem_examples(summary: ResultsSummary, examples: dict[str, list[ProblemExample]]) -> str:
     """The first records of each problem (commonest first) with file:row, identifier, message."""
     rows = []
-    for problem, r in _examples(data, skipped=False):
-        who = f"{r['key']} = {r['value']}" if r.get("key") else ""
+    for problem, example in _examples(examples, skipped=False):
+        who = f"{example.key} = {example.value}" if example.key else ""
         rows.append(
             [
                 f"<code>{_e(problem)}</code>",
-                _e(r["status"]),
-                _e(f"{r['source']}:{r['row']}"),
+                _e(example.status),
+                _e(f"{example.source}:{example.row}"),
                 _e(who),
-                _e(r.get("message") or ""),
+                _e(example.message),
             ]
         )
     if not rows:
-        skipped = " or skipped" if data["by_status"].get(Status.SKIPPED.value) else ""
+        skipped = " or skipped" if summary.by_status[Status.SKIPPED.value] else ""
         return f'<p class="box good">No problems: every record is sent{skipped}.</p>'
     heads = ["Problem", "Status", "Where", "Identifier", "Message"]
     return _table(heads, rows, (20, 10, 15, 20, 35))
 
 
-def _skipped_examples(data: dict[str, Any]) -> str:
+def _skipped_examples(examples: dict[str, list[ProblemExample]]) -> str:
     """The first skipped records of each kind with file:row and the rule, apart from problems."""
     rows = [
-        [f"<code>{_e(kind)}</code>", _e(f"{r['source']}:{r['row']}"), _e(r.get("message") or "")]
-        for kind, r in _examples(data, skipped=True)
+        [f"<code>{_e(kind)}</code>", _e(f"{e.source}:{e.row}"), _e(e.message)]
+        for kind, e in _examples(examples, skipped=True)
     ]
     if not rows:
         return ""

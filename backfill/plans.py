@@ -170,7 +170,7 @@ def _check_existing(existing: str) -> None:
 
 def is_loopback(host: str) -> bool:
     """Whether a host name or address is this machine."""
-    if host in LOOPBACK_NAMES:
+    if host.lower() in LOOPBACK_NAMES:
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback

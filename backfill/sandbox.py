@@ -31,6 +31,7 @@ from aiohttp import web
 
 from backfill.codes import ENTRY_NOT_FOUND, SANDBOX_API_KEY, SANDBOX_HOST, SANDBOX_PORT
 from backfill.errors import InputError, UsageError
+from backfill.plans import LOOPBACK_NAMES, is_loopback
 
 EVENTS_ROUTE = "/projects/{project_id}/events"
 EVENT_TYPE = "custom_event:triggered"
@@ -45,7 +46,6 @@ MAX_REQUEST_TIMES = 100_000
 _SNAKE_CASE = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*")
 # fromisoformat takes any character between date and time; ISO 8601 wants T (RFC 3339: space).
 _TIME_PART = re.compile(r"\d[Tt ]\d")
-_LOOPBACK_NAMES = frozenset({"localhost"})
 
 _HEROKU_PAGE = """<!DOCTYPE html>
 <html>
@@ -591,16 +591,12 @@ def get_state(app: web.Application) -> SandboxState:
 
 def loopback_host(host: str) -> str:
     """The address to bind for ``host``; refuses anything but loopback."""
-    if host.lower() in _LOOPBACK_NAMES:
+    if host.lower() in LOOPBACK_NAMES:
         # One address, so a port 0 binds one socket and the URL names it.
         return SANDBOX_HOST
-    try:
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        address = None
-    if address is None or not address.is_loopback:
+    if not is_loopback(host):
         raise UsageError(f"the sandbox only listens on loopback (127.0.0.1, ::1), not {host!r}")
-    return str(address)
+    return str(ipaddress.ip_address(host.strip("[]")))
 
 
 def _url(host: str, port: int) -> str:

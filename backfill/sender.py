@@ -365,8 +365,8 @@ def _key_message(status: int) -> str:
     """Why a 401/403 stopped the run, with its likely cause."""
     return (
         f"the API answered {status}: the key was rejected. Check that EMBEDDABLES_API_KEY (or"
-        " --api-key-file) holds a current rk_ key of this project, and that --project-id and"
-        " --base-url are right"
+        " the API key file) holds a current rk_ key of this project, and that the project id"
+        " and the base URL are right"
     )
 
 
@@ -432,12 +432,12 @@ def _stopping_answer(attempt: Attempt, base_url: str) -> str | None:
         where = redact(attempt.location) if attempt.location else "no Location"
         return (
             f"the server answered {status} (a redirect to {where}), which the events API never"
-            f" does: check --base-url ({base_url}); redirects are never followed"
+            f" does: check the base URL ({base_url}); redirects are never followed"
         )
     if status == 200 and not attempt.cut_off and attempt.event is None:
         return (
             f"the server answered 200 with {_body_kind(attempt.body)}, not the event object of"
-            f" the events API: check --base-url ({base_url})"
+            f" the events API: check the base URL ({base_url})"
         )
     return None
 
@@ -457,7 +457,7 @@ def _tls_message(detail: str) -> str:
     return (
         f"TLS: the server's certificate could not be verified ({detail}). If a corporate"
         " proxy or a private certificate authority signs it, give that authority's"
-        " certificate with --ca-bundle; otherwise check --base-url"
+        " certificate as the CA bundle; otherwise check the base URL"
     )
 
 

@@ -1,12 +1,14 @@
-"""What a send run (or a results file) came to: counts, the 404 diagnosis, the retry command.
+"""What a send run (or a results file) came to: counts by status and error, and its renderings.
 
 Read back from a results file (``report``) it also holds what only the records tell: records
 per day of the payload timestamp, the top event names and embeddable ids, and a few examples
-of each problem, with identifier values masked unless asked for in full.
+of each problem, with identifier values masked unless asked for in full. The 404 diagnosis
+is ``diagnosis.py``'s, the shell commands ``commands.py``'s.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from collections.abc import Iterator
@@ -16,13 +18,15 @@ from typing import Any
 import polars as pl
 
 from backfill.codes import Status
-from backfill.commands import RETRY_STATUSES, retry_command
+from backfill.commands import RETRY_STATUSES
+from backfill.diagnosis import NotFoundGroup, diagnosis_lines, not_found_groups
 from backfill.plans import Existing
 from backfill.report import (
     EXAMPLES_PER_REASON,
     MAX_DAYS,
     OTHER,
     Style,
+    by_count,
     by_day,
     mask_identifier,
     mask_message,
@@ -36,101 +40,6 @@ MAX_PROBLEMS = 100  # kinds of problem (error codes) with examples kept
 # Top-level fields of a payload as this tool writes it (a nested one would be escaped: \").
 DAY_IN_PAYLOAD = r'"timestamp":\s*"(\d{4}-\d{2}-\d{2})'
 EVENT_IN_PAYLOAD = r'"custom_event_name":\s*"([^"\\]*)"'
-# Causes of 404s, as the events API documents them; an embeddable id or key is blamed only
-# when the data shows it (see not_found_groups).
-CAUSE_WRONG_ID = (
-    "likely a wrong embeddable id (other embeddable ids had rows sent),"
-    " or its users never gave this identifier"
-)
-CAUSE_WRONG_KEY = "likely a wrong key (other identifier keys had rows sent)"
-CAUSE_SOME_USERS = (
-    "some users not found: the user never gave that identifier (or not yet),"
-    " or the value is wrong or double-escaped"
-)
-CAUSE_NOTHING_SENT = (
-    "no user entry found and nothing else sent to compare with: the users may not exist"
-    " yet, or the embeddable id, identifier key or value is wrong"
-)
-# What a likely mistake line adds, per kind of group.
-LIKELY_NOTE = {
-    "embeddable id": " (or its users never gave this identifier)",
-    "identifier key": " (the users' entries may have been made with another key)",
-}
-NEUTRAL_404 = (
-    "404 ENTRY_NOT_FOUND: no user entry matches these identifiers for their embeddable id;"
-    " the users may not exist yet (retry them later) or gave another identifier, or the"
-    " value is wrong"
-)
-NOTHING_SENT = "no row was sent, so a wrong embeddable id or identifier key cannot be ruled out"
-NAMES_SHOWN = 3  # names of each kind listed to check when nothing was sent
-MIN_ROWS_TO_BLAME = 2  # one row not found is one missing user, not evidence against its id
-
-
-@dataclass(frozen=True)
-class NotFoundGroup:
-    """The 404s of one embeddable id or identifier key, and the cause the data points to."""
-
-    name: str
-    answered: int
-    not_found: int
-    likely: bool  # the name itself is the likely mistake
-    cause: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """The group as a row of the JSON 404 tables."""
-        return {
-            "name": self.name,
-            "answered": self.answered,
-            "not_found": self.not_found,
-            "likely_cause": self.cause,
-        }
-
-
-def not_found_groups(
-    kind: str, answered: Counter[str], missing: Counter[str]
-) -> list[NotFoundGroup]:
-    """Each name of one kind with 404s, commonest first: the one place a 404's cause is decided.
-
-    A name is the likely mistake only when every answered row of it was not found while
-    other names of the same kind had rows sent: that contrast is the evidence. Without it the
-    cause stays neutral.
-    """
-    sent = {name for name, count in answered.items() if count > missing[name]}
-    groups = []
-    for name, count in sorted(missing.items(), key=lambda kv: (-kv[1], kv[0])):
-        others_sent = bool(sent - {name})
-        if name in sent:
-            likely, cause = False, CAUSE_SOME_USERS
-        elif others_sent and count >= MIN_ROWS_TO_BLAME:
-            likely, cause = True, CAUSE_WRONG_ID if kind == "embeddable id" else CAUSE_WRONG_KEY
-        else:
-            likely, cause = False, CAUSE_SOME_USERS if others_sent else CAUSE_NOTHING_SENT
-        groups.append(NotFoundGroup(name, answered[name], count, likely, cause))
-    return groups
-
-
-def diagnosis_lines(groups: dict[str, list[NotFoundGroup]], not_found: int) -> list[str]:
-    """The 404 diagnosis as sentences: each likely mistake, or else the neutral cause."""
-    lines = [
-        f"every one of the {g.not_found:,} rows with {kind} '{g.name}' was not found:"
-        f" that {kind} is the likely mistake{LIKELY_NOTE[kind]}"
-        for kind, kind_groups in groups.items()
-        for g in kind_groups
-        if g.likely
-    ]
-    if lines or not not_found:
-        return lines
-    if not all(g.cause == CAUSE_NOTHING_SENT for g in groups["embeddable id"]):
-        return [NEUTRAL_404]
-    to_check = "; ".join(_listed(kind, kind_groups) for kind, kind_groups in groups.items())
-    return [NEUTRAL_404, f"{NOTHING_SENT}: check {to_check}"]
-
-
-def _listed(kind: str, groups: list[NotFoundGroup]) -> str:
-    """The commonest names of a kind, quoted: "embeddable ids 'a', 'b' and 2 more"."""
-    names = ", ".join(f"'{g.name}'" for g in groups[:NAMES_SHOWN])
-    more = f" and {len(groups) - NAMES_SHOWN:,} more" if len(groups) > NAMES_SHOWN else ""
-    return f"{kind}{'s' if len(groups) > 1 else ''} {names}{more}"
 
 
 @dataclass
@@ -157,7 +66,7 @@ class ResultsSummary:
     records_per_day: dict[str, Counter[str]] = field(default_factory=dict)  # day -> status
     event_names: Counter[str] = field(default_factory=Counter)
     embeddable_ids: Counter[str] = field(default_factory=Counter)
-    examples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # error -> records
+    examples: dict[str, list[ProblemExample]] = field(default_factory=dict)  # problem -> first
     double_escaped: int = 0  # 404s whose identifier value is double-escaped
 
     @property
@@ -248,8 +157,16 @@ class ResultsSummary:
                 continue
             kept = self.examples.setdefault(problem, [])
             if len(kept) < EXAMPLES_PER_REASON:
-                kept.append({k: record[k] for k in ("source", "row", "status", "message", "key")})
-                kept[-1]["value"] = record["value"]
+                kept.append(
+                    ProblemExample(
+                        record["source"],
+                        record["row"],
+                        record["status"],
+                        record["message"] or "",
+                        record["key"],
+                        record["value"],
+                    )
+                )
 
     def not_found_groups(self) -> dict[str, list[NotFoundGroup]]:
         """The 404s by embeddable id and by identifier key, each with its cause."""
@@ -262,66 +179,119 @@ class ResultsSummary:
             ),
         }
 
-    def retry_command(self) -> str | None:
-        """The command that sends again what did not go through, if anything."""
-        if not any(self.by_status[s] for s in RETRY_STATUSES):
-            return None
-        return retry_command(self.results_path)
+    def retryable(self) -> bool:
+        """Whether any row ended not_found or failed: what a retry sends again."""
+        return any(self.by_status[s] for s in RETRY_STATUSES)
 
-    def examples_dict(self, show_identifiers: bool = False) -> dict[str, list[dict[str, Any]]]:
-        """The examples of each problem; identifier values masked unless asked for."""
-        shown: dict[str, list[dict[str, Any]]] = {}
-        for problem, records in self.examples.items():
-            for record in records:
-                value = record["value"]
-                values = [value, *_decoded(value)] if value else []
-                message = record["message"] or ""
-                if not show_identifiers:
-                    message = mask_message(problem, message, values)
-                    value = mask_identifier(value) if value else value
-                shown.setdefault(problem, []).append({**record, "message": message, "value": value})
+    def status_counts(self) -> dict[str, int]:
+        """Rows per status, every status named, in the order of the statuses."""
+        return {s.value: self.by_status[s.value] for s in Status}
+
+    def error_counts(self) -> dict[str, int]:
+        """Rows per error code, commonest first."""
+        return by_count(self.by_error)
+
+    def requests_per_second(self) -> float | None:
+        """Requests a second over the run, when it was timed."""
+        return self.requests / self.elapsed if self.elapsed else None
+
+    def diagnosis(self) -> list[str]:
+        """The 404 diagnosis as sentences."""
+        return diagnosis_lines(self.not_found_groups(), self.by_status[Status.NOT_FOUND])
+
+    def days(self) -> dict[str, dict[str, int]]:
+        """Records per UTC day of the payload timestamp and status, in date order."""
+        return by_day(
+            {
+                day: {s.value: counts[s] for s in Status if counts[s]}
+                for day, counts in self.records_per_day.items()
+            }
+        )
+
+    def event_name_counts(self) -> dict[str, int]:
+        """Records with a payload per event name, commonest first."""
+        return by_count(self.event_names)
+
+    def embeddable_id_counts(self) -> dict[str, int]:
+        """Records with a payload per embeddable id, commonest first."""
+        return by_count(self.embeddable_ids)
+
+    def shown_examples(self, show_identifiers: bool = False) -> dict[str, list[ProblemExample]]:
+        """The examples of each problem, commonest first; identifiers masked unless asked for."""
+        order = {error: i for i, error in enumerate(self.error_counts())}
+        shown: dict[str, list[ProblemExample]] = {}
+        for problem in sorted(self.examples, key=lambda p: order.get(p, len(order))):
+            for example in self.examples[problem]:
+                shown.setdefault(problem, []).append(
+                    example if show_identifiers else example.masked(problem)
+                )
         return shown
 
     def to_dict(
-        self, show_identifiers: bool = False, resume_command: str | None = None
+        self,
+        show_identifiers: bool = False,
+        resume_command: str | None = None,
+        retry_command: str | None = None,
     ) -> dict[str, Any]:
         """The summary as JSON-ready data; identifier values masked unless asked for.
 
-        ``resume_command`` continues the run that made it, shown when it stopped early.
+        ``resume_command`` continues the run that made it (shown when it stopped early),
+        ``retry_command`` sends again what did not go through (shown when anything did not).
         """
         groups = self.not_found_groups()
+        rate = self.requests_per_second()
+        examples = {
+            problem: [dataclasses.asdict(e) for e in kept]
+            for problem, kept in self.shown_examples(show_identifiers).items()
+        }
         return {
             "results": self.results_path,
             "rows": self.rows,
-            "by_status": {s.value: self.by_status[s.value] for s in Status},
-            "by_error": dict(sorted(self.by_error.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "by_status": self.status_counts(),
+            "by_error": self.error_counts(),
             "requests": self.requests,
             "retries": self.retries,
             "ambiguous_retries": self.ambiguous_retries,
             "elapsed_seconds": round(self.elapsed, 3),
-            "requests_per_second": round(self.requests / self.elapsed, 1) if self.elapsed else None,
+            "requests_per_second": None if rate is None else round(rate, 1),
             "stopped": self.stopped,
             "settled_concurrency": round(self.settled[0], 1) if self.settled else None,
             "settled_rate": round(self.settled[1], 1) if self.settled else None,
             "rate_paced": self.rate_paced if self.settled else None,
             "paused_seconds": round(self.paused_seconds, 1) if self.settled else None,
             "pauses": self.pauses if self.settled else None,
-            "diagnosis": diagnosis_lines(groups, self.by_status[Status.NOT_FOUND]),
-            "retry_command": self.retry_command(),
+            "diagnosis": self.diagnosis(),
+            "retry_command": retry_command if self.retryable() else None,
             "resume_command": resume_command if self.stopped else None,
             "not_found_by_embeddable_id": [g.to_dict() for g in groups["embeddable id"]],
             "not_found_by_identifier_key": [g.to_dict() for g in groups["identifier key"]],
             "not_found_double_escaped": self.double_escaped,
-            "records_per_day": by_day(
-                {
-                    day: {s.value: c[s] for s in Status if c[s]}
-                    for day, c in self.records_per_day.items()
-                }
-            ),
-            "event_names": _by_count(self.event_names),
-            "embeddable_ids": _by_count(self.embeddable_ids),
-            "examples": self.examples_dict(show_identifiers),
+            "records_per_day": self.days(),
+            "event_names": self.event_name_counts(),
+            "embeddable_ids": self.embeddable_id_counts(),
+            "examples": examples,
         }
+
+
+@dataclass(frozen=True)
+class ProblemExample:
+    """One record of a problem: where it is, how it ended, and the identifier it carried."""
+
+    source: str
+    row: int
+    status: str
+    message: str
+    key: str | None
+    value: str | None  # the identifier value as the payload holds it (JSON text)
+
+    def masked(self, problem: str) -> ProblemExample:
+        """The example with its identifier value masked, in the message too."""
+        value = self.value
+        values = [value, *_decoded(value)] if value else []
+        message = mask_message(problem, self.message, values)
+        return dataclasses.replace(
+            self, message=message, value=mask_identifier(value) if value else value
+        )
 
 
 @dataclass(frozen=True)
@@ -396,21 +366,17 @@ def _decoded(value: str) -> list[str]:
     return [decoded] if isinstance(decoded, str) else []
 
 
-def _by_count(counts: Counter[str]) -> dict[str, int]:
-    """Commonest first; ties by name."""
-    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
-
-
 def _bump(counter: Counter[str], name: str, count: int = 1) -> None:
     """Count a name, unless too many distinct names are tracked already."""
     if name in counter or len(counter) < MAX_DISTINCT:
         counter[name] += count
 
 
-def _settled_lines(data: dict[str, Any]) -> list[str]:
+def _settled_lines(summary: ResultsSummary) -> list[str]:
     """What --concurrency auto settled on, and how long Retry-After paused the run."""
-    in_flight, rate = data["settled_concurrency"], data["settled_rate"]
-    if data.get("rate_paced"):
+    assert summary.settled is not None
+    in_flight, rate = round(summary.settled[0], 1), round(summary.settled[1], 1)
+    if summary.rate_paced:
         line = (
             f"Concurrency auto settled on {rate:,.1f} requests/s (paced: the server answered"
             f" 429), about {in_flight:,.1f} requests in flight"
@@ -421,46 +387,53 @@ def _settled_lines(data: dict[str, Any]) -> list[str]:
             f" ({rate:,.0f} requests/s over the last seconds; no 429, no pacing)"
         )
     lines = [line]
-    if data.get("pauses"):
-        pauses = data["pauses"]
+    if summary.pauses:
+        pauses = summary.pauses
         lines.append(
-            f"Paused {data['paused_seconds']:,.1f} s in all by Retry-After"
+            f"Paused {round(summary.paused_seconds, 1):,.1f} s in all by Retry-After"
             f" ({pauses:,} pause{'s' if pauses != 1 else ''} of the whole run)"
         )
     return lines
 
 
-def render_text(data: dict[str, Any], style: Style = plain) -> str:
+def render_text(
+    summary: ResultsSummary,
+    style: Style = plain,
+    resume_command: str | None = None,
+    retry_command: str | None = None,
+) -> str:
     """The summary for a terminal; ``style`` colours parts (none by default)."""
-    lines = [f"Rows with a final record: {data['rows']:,}"]
-    for status, count in data["by_status"].items():
+    lines = [f"Rows with a final record: {summary.rows:,}"]
+    for status, count in summary.status_counts().items():
         if count:
             tone = "good" if status == Status.SENT else "bad"
             lines.append(f"  {status:<10} {style(f'{count:>10,}', tone)}")
-    if data["by_error"]:
+    errors = summary.error_counts()
+    if errors:
         lines.append(style("By error:", "heading"))
-        width = max(len(e) for e in data["by_error"])
-        lines += [f"  {e:<{width}} {c:>10,}" for e, c in data["by_error"].items()]
-    rate = data["requests_per_second"]
-    took = f" in {data['elapsed_seconds']:.1f} s" if data["elapsed_seconds"] else ""
+        width = max(len(e) for e in errors)
+        lines += [f"  {e:<{width}} {c:>10,}" for e, c in errors.items()]
+    rate = summary.requests_per_second()
+    elapsed = round(summary.elapsed, 3)
+    took = f" in {elapsed:.1f} s" if elapsed else ""
     lines.append(
-        f"Requests: {data['requests']:,}{took}"
-        + (f" ({rate:,.0f}/s)" if rate else "")
-        + f"; retries: {data['retries']:,}; ambiguous retries: {data['ambiguous_retries']:,}"
+        f"Requests: {summary.requests:,}{took}"
+        + (f" ({round(rate, 1):,.0f}/s)" if rate else "")
+        + f"; retries: {summary.retries:,}; ambiguous retries: {summary.ambiguous_retries:,}"
     )
-    if data.get("settled_concurrency"):
-        lines += _settled_lines(data)
-    if data["ambiguous_retries"]:
+    if summary.settled and round(summary.settled[0], 1):
+        lines += _settled_lines(summary)
+    if summary.ambiguous_retries:
         lines.append(
             "  (an ambiguous retry follows a timeout or dropped connection after the request was"
             " sent: that event may exist twice)"
         )
-    lines += [f"{style('404 diagnosis:', 'note')} {line}" for line in data["diagnosis"]]
-    if data["stopped"]:
-        lines.append(f"{style('Stopped early:', 'bad')} {data['stopped']}")
-        if data.get("resume_command"):
-            lines.append(f"Continue it with: {style(data['resume_command'], 'heading')}")
-    lines.append(f"Results: {data['results']}")
-    if data["retry_command"]:
-        lines.append(f"Re-run what did not go through: {style(data['retry_command'], 'heading')}")
+    lines += [f"{style('404 diagnosis:', 'note')} {line}" for line in summary.diagnosis()]
+    if summary.stopped:
+        lines.append(f"{style('Stopped early:', 'bad')} {summary.stopped}")
+        if resume_command:
+            lines.append(f"Continue it with: {style(resume_command, 'heading')}")
+    lines.append(f"Results: {summary.results_path}")
+    if retry_command and summary.retryable():
+        lines.append(f"Re-run what did not go through: {style(retry_command, 'heading')}")
     return "\n".join(lines)

@@ -6,7 +6,8 @@ from collections.abc import Iterable
 
 import pytest
 
-from backfill.summary import CAUSE_NOTHING_SENT, CAUSE_SOME_USERS, CAUSE_WRONG_ID, ResultsSummary
+from backfill.diagnosis import CAUSE_NOTHING_SENT, CAUSE_SOME_USERS, CAUSE_WRONG_ID
+from backfill.summary import ResultsSummary
 
 # (embeddable id, identifier key, status) of each answered row.
 Rows = Iterable[tuple[str, str, str]]

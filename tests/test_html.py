@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -17,11 +18,12 @@ import pytest
 
 from backfill import html
 from backfill.codes import Reason, Status
+from backfill.commands import retry_command
 from backfill.inputs import MALFORMED, ROW
 from backfill.mapping import load_mapping
 from backfill.payloads import build_payloads
 from backfill.report import HIDDEN, Example, ValidationReport, mask_identifier, mask_message
-from backfill.summary import ResultsSummary
+from backfill.summary import ProblemExample, ResultsSummary
 
 EVIL = "<script>alert(1)</script>\"'><img src=x onerror=alert(2)>"
 
@@ -383,8 +385,8 @@ def _moment(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text)
 
 
-def results_data(**changes: Any) -> dict[str, Any]:
-    """A results summary as ResultsSummary.to_dict() gives it."""
+def results_data(**changes: Any) -> ResultsSummary:
+    """A results summary of four records, with ``changes`` to its fields."""
     summary = ResultsSummary("r.jsonl")
     summary.add_records(
         records_frame(
@@ -396,7 +398,7 @@ def results_data(**changes: Any) -> dict[str, Any]:
             ]
         )
     )
-    return {**summary.to_dict(), **changes}
+    return dataclasses.replace(summary, **changes)
 
 
 def test_validation_page_charts_carry_the_report_counts() -> None:
@@ -420,8 +422,9 @@ def test_validation_page_charts_carry_the_report_counts() -> None:
 
 
 def test_results_page_charts_carry_the_summary_counts() -> None:
-    data = results_data()
-    page = Elements(html.results_page(data))
+    summary = results_data()
+    data = summary.to_dict(retry_command=retry_command("r.jsonl"))
+    page = Elements(html.results_page(summary, retry_command=retry_command("r.jsonl")))
     bars = [a for a in page.all("g", **{"class": "bar"}) if "data-status" in a]
     assert counts(bars, "status") == data["by_status"]
     errors = [a for a in page.all("g", **{"class": "bar"}) if "data-error" in a]
@@ -471,26 +474,21 @@ def evil_validation() -> ValidationReport:
     )
 
 
-def evil_results() -> dict[str, Any]:
-    """Results data with markup in every string a results file can put there."""
-    entry = {"name": EVIL, "answered": 2, "not_found": 2, "likely_cause": EVIL}
-    example = {"source": EVIL, "row": 1, "status": EVIL, "message": EVIL, "key": EVIL}
+def evil_results() -> ResultsSummary:
+    """A results summary with markup in every string a results file can put there."""
+    example = ProblemExample(EVIL, 1, EVIL, EVIL, EVIL, EVIL)
+    skipped = ProblemExample(EVIL, 1, "skipped", EVIL, None, None)
     return results_data(
-        results=EVIL,
-        by_status={EVIL: 1, "sent": 1},
-        by_error={EVIL: 1},
+        results_path=EVIL,
+        by_error=Counter({EVIL: 1, "filtered": 1}),
         stopped=EVIL,
-        diagnosis=[EVIL],
-        retry_command=EVIL,
-        not_found_by_embeddable_id=[entry],
-        not_found_by_identifier_key=[entry],
-        records_per_day={"2024-01-01": {EVIL: 1}, EVIL: {"sent": 1}},
-        event_names={EVIL: 1},
-        embeddable_ids={EVIL: 1},
-        examples={
-            EVIL: [{**example, "value": EVIL}],
-            "filtered": [{**example, "status": "skipped", "key": None, "value": None}],
-        },
+        answered_by_id=Counter({EVIL: 2, "flow_1": 3}),
+        not_found_by_id=Counter({EVIL: 2}),
+        answered_by_key=Counter({EVIL: 2}),
+        not_found_by_key=Counter({EVIL: 2}),
+        event_names=Counter({EVIL: 1}),
+        embeddable_ids=Counter({EVIL: 1}),
+        examples={EVIL: [example], "filtered": [skipped]},
     )
 
 
@@ -498,7 +496,7 @@ def evil_results() -> dict[str, Any]:
     "page",
     [
         pytest.param(lambda: html.validation_page(evil_validation()), id="validation"),
-        pytest.param(lambda: html.results_page(evil_results()), id="results"),
+        pytest.param(lambda: html.results_page(evil_results(), retry_command=EVIL), id="results"),
     ],
 )
 def test_every_value_is_escaped(page: Any) -> None:
@@ -519,7 +517,7 @@ def test_the_escaped_values_include_the_skipped_and_alternatives_tables() -> Non
         "100.0%",
     ]
     assert validation.tables["Valid rows by identifier alternative"][1] == [EVIL, "2", "66.7%"]
-    results = Page(html.results_page(evil_results()))
+    results = Page(html.results_page(evil_results(), retry_command=EVIL))
     skipped = results.tables["Examples of rows skipped (not events to send)"]
     assert skipped[1] == ["filtered", f"{EVIL}:1", EVIL]
 
@@ -554,7 +552,7 @@ def test_pages_are_written_owner_only_even_over_an_open_file(tmp_path: Path) -> 
 
 def test_counter_of_statuses_is_plain_data() -> None:
     # to_dict() is JSON data: no Counter leaks into the per-day statuses.
-    days = results_data()["records_per_day"]
+    days = results_data().to_dict()["records_per_day"]
     assert all(type(c) is dict for c in days.values())
 
 
@@ -573,7 +571,7 @@ def test_payloads_written_otherwise_are_read_by_json_path() -> None:
 def test_pages_of_nothing() -> None:
     empty = html.validation_page(ValidationReport(sources=["h.csv"]))
     assert "No timestamps: there is no chart." in empty and "No invalid rows." in empty
-    none = html.results_page(ResultsSummary("r.jsonl").to_dict())
+    none = html.results_page(ResultsSummary("r.jsonl"))
     assert "No record has a payload timestamp" in none and "Nothing to retry" in none
     assert "No row came back 404 ENTRY_NOT_FOUND." in none
 
@@ -692,7 +690,7 @@ def test_validation_page_without_skipped_rows_is_as_before() -> None:
         assert "skipped" not in text.lower()
 
 
-def skipping_results() -> dict[str, Any]:
+def skipping_results() -> ResultsSummary:
     """A results summary of a run whose mapping skipped three rows."""
     summary = ResultsSummary("r.jsonl")
     skipped = {"status": "skipped", "attempts": 0, "payload": None}
@@ -707,14 +705,15 @@ def skipping_results() -> dict[str, Any]:
             ]
         )
     )
-    return summary.to_dict()
+    return summary
 
 
 def test_results_page_shows_skipped_rows_apart_in_a_neutral_colour() -> None:
-    data = skipping_results()
+    summary = skipping_results()
+    data = summary.to_dict()
     assert data["by_status"]["skipped"] == 3
     assert data["by_error"] == {"filtered": 2, "bad_timestamp": 1, "duplicate": 1}
-    text = html.results_page(data)
+    text = html.results_page(summary)
     page, elements = Page(text), Elements(text)
     assert page.cards[:8] == [
         ("Rows", "5", ""),
@@ -752,7 +751,7 @@ def test_results_page_gives_skipped_examples_apart_from_problems() -> None:
         ["duplicate", "a.csv:5", "same messageId as row 1"],
     ]
     only_skipped = skipping_results()
-    only_skipped["examples"].pop("bad_timestamp")
+    only_skipped.examples.pop("bad_timestamp")
     assert "No problems: every record is sent or skipped." in html.results_page(only_skipped)
 
 
@@ -762,13 +761,13 @@ def test_results_page_without_skipped_rows_is_as_before() -> None:
     assert ("Skipped (not events to send)", "0", "") in page.cards
     assert SKIPPED_EXAMPLES not in page.headings
     assert "skipped rows" not in text
-    none = html.results_page(ResultsSummary("r.jsonl").to_dict())
+    none = html.results_page(ResultsSummary("r.jsonl"))
     assert "No problems: every record is sent." in none
 
 
 def test_a_skipped_series_in_the_time_chart_is_drawn_and_named() -> None:
     # Skipped records have no payload today; one that had would still draw, in its colour.
-    data = results_data(records_per_day={"2024-03-01": {"sent": 2, "skipped": 1}})
+    data = results_data(records_per_day={"2024-03-01": Counter({"sent": 2, "skipped": 1})})
     elements = Elements(html.results_page(data))
     assert [(r["class"], r["data-count"]) for r in elements.all("rect", data_series="skipped")] == [
         ("s-skip", "1")
