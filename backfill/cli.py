@@ -37,10 +37,10 @@ from backfill.plans import (
     check_target,
 )
 from backfill.redact import RedactingFilter, redact, register
-from backfill.report import render_text, write_json
+from backfill.report import write_json
 from backfill.results import default_results_path
 from backfill.summary import RunOutcome
-from backfill.summary import render_text as render_summary
+from backfill.text import summary_text, validation_text
 
 F = TypeVar("F", bound=Callable[..., Any])
 DRY_RUN_PAYLOADS = 3
@@ -234,7 +234,7 @@ def validate(
     if as_json:
         click.echo(json.dumps(report.to_dict(show_identifiers), indent=2))
     else:
-        click.echo(render_text(report, _terminal_style()))
+        click.echo(validation_text(report, _terminal_style()))
     sys.exit(ExitCode.OK if report.invalid == 0 else ExitCode.PROBLEMS)
 
 
@@ -594,7 +594,7 @@ def report(results: str, as_json: bool, html_path: str | None, show_identifiers:
         data = summary.to_dict(show_identifiers, retry_command=retry)
         click.echo(json.dumps(data, indent=2))
     else:
-        click.echo(render_summary(summary, _terminal_style(), retry_command=retry))
+        click.echo(summary_text(summary, _terminal_style(), retry_command=retry))
 
 
 def _existing(resume: bool, overwrite: bool) -> Existing:
@@ -622,7 +622,7 @@ def _run_and_exit(plan: SendPlan | RetryPlan, no_progress: bool, as_json: bool) 
         data = summary.to_dict(resume_command=resume, retry_command=retry)
         click.echo(json.dumps(data, indent=2))
     else:
-        click.echo(render_summary(summary, resume_command=resume, retry_command=retry))
+        click.echo(summary_text(summary, resume_command=resume, retry_command=retry))
     sys.exit(exit_code(outcome))
 
 
@@ -645,7 +645,7 @@ def _dry_run(inputs: tuple[str, ...], mapping: Mapping, fmt: str | None) -> None
             samples.extend(valid[PAYLOAD].head(DRY_RUN_PAYLOADS - len(samples)).to_list())
 
     report = pipeline.validate(inputs, mapping, fmt, on_batch=keep_samples, bodies=True)
-    click.echo(render_text(report))
+    click.echo(validation_text(report))
     click.echo(f"\nFirst {len(samples)} payloads, exactly as they would be sent:")
     for body in samples:
         click.echo(body)

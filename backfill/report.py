@@ -1,8 +1,9 @@
-"""The validation report as data, accumulated batch by batch, and its text and JSON renderings.
+"""The validation report: what validation found, counted batch by batch, and its JSON.
 
 Identifier values are personal data: wherever one could show in a report (the message of a
-``bad_identifier_value`` example, an email address inside another message) the report data
-carries the masked form (``a***@example.com``) unless the caller asks for them in full.
+``bad_identifier_value`` example, an email address inside another message) the report shows
+the masked form (``a***@example.com``, ``masking.py``) unless the caller asks for them in
+full. Its terminal text is ``text.py``'s, its page ``html.py``'s.
 """
 
 from __future__ import annotations
@@ -10,9 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 from collections import Counter
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -22,6 +21,7 @@ import polars as pl
 from backfill.codes import Reason, Repair
 from backfill.errors import UsageError
 from backfill.inputs import ROW
+from backfill.masking import mask_message
 from backfill.payloads import (
     EMBEDDABLE_ID,
     EVENT_NAME,
@@ -44,19 +44,6 @@ REPAIR_WORDS = {
     Repair.IDENTIFIER_UNWRAPPED: "identifier values unwrapped (already JSON-stringified)",
     Repair.TIMEZONE_ASSUMED: "timestamps without offset read in the mapping's time zone",
 }
-# A bad_identifier_value message as payloads.py words it: "<field>: '<value>' is not valid <type>".
-BAD_VALUE_MESSAGE = re.compile(r"(?P<head>.*?: )'(?P<value>.*)'(?P<tail> is not valid \w+)", re.S)
-DOMAIN = re.compile(r"(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}")
-EMAIL = re.compile(r"[^\s'\"`<>@(),;:\\\[\]{}]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}")
-HIDDEN = "(message hidden: it names an identifier value; --show-identifiers shows it)"
-
-# (text, role) -> the text as shown, role one of "heading", "good", "bad", "note".
-Style = Callable[[str, str], str]
-
-
-def plain(text: str, role: str) -> str:
-    """No styling: the text as it is."""
-    return text
 
 
 @dataclass(frozen=True)
@@ -239,28 +226,6 @@ def by_day(counts: dict[str, Any]) -> dict[str, Any]:
     return dict(sorted(counts.items(), key=lambda item: (item[0] == OTHER, item[0])))
 
 
-def mask_identifier(value: str) -> str:
-    """The masked form of an identifier value: its first character, ***, an email's @domain."""
-    text = value.strip().strip('"\\').strip()
-    if not text:
-        return "***"
-    _, at, domain = text.rpartition("@")
-    return f"{text[0]}***" + (f"@{domain}" if at and DOMAIN.fullmatch(domain) else "")
-
-
-def mask_message(reason: str | None, message: str, values: Iterable[str] = ()) -> str:
-    """A message with identifier values masked: a bad value, the given values, any email."""
-    if reason == Reason.BAD_IDENTIFIER_VALUE:
-        match = BAD_VALUE_MESSAGE.fullmatch(message)
-        if match is None:
-            return HIDDEN
-        masked = mask_identifier(match["value"])
-        message = f"{match['head']}'{masked}'{match['tail']}"
-    for value in sorted((v for v in values if v), key=len, reverse=True):
-        message = message.replace(value, mask_identifier(value))
-    return EMAIL.sub(lambda found: mask_identifier(found[0]), message)
-
-
 def by_count(counts: Counter[str]) -> dict[str, int]:
     """Commonest first; ties by name, so the same data always reads the same."""
     return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
@@ -288,56 +253,3 @@ def keep_private(fd: int) -> None:
     # Not ours to change (another owner's file we may write): leave it as it was.
     with contextlib.suppress(OSError):
         os.fchmod(fd, 0o600)
-
-
-def render_text(report: ValidationReport, style: Style = plain) -> str:
-    """The validation report for a terminal; ``style`` colours parts (none by default)."""
-    valid, invalid = report.valid, report.invalid
-    lines = [
-        f"Rows read:  {report.rows:,}  ({', '.join(report.sources)})",
-        f"Valid:      {style(f'{valid:,}', 'good')}",
-        f"Invalid:    {style(f'{invalid:,}', 'bad' if invalid else 'good')}",
-    ]
-    if report.skipped:
-        lines.append(f"Skipped:    {style(f'{report.skipped:,}', 'note')}  (not events to send)")
-        for rule, count in report.skipped_counts().items():
-            lines.append(f"  {count:>9,}  {rule}")
-    alternatives = report.alternative_counts()
-    if len(alternatives) > 1:
-        lines.append("")
-        lines.append(style("Valid rows by identifier alternative:", "heading"))
-        for name, count in alternatives.items():
-            lines.append(f"  {count:>9,}  {name}")
-    reasons = report.reason_counts()
-    if reasons:
-        lines.append("")
-        lines.append(style("Invalid rows by reason:", "heading"))
-        width = max(len(r) for r in reasons)
-        for reason, count in reasons.items():
-            where = ", ".join(f"{e.source}:{e.row}" for e in report.examples.get(reason, []))
-            lines.append(f"  {reason:<{width}}  {style(f'{count:>9,}', 'bad')}  e.g. {where}")
-    repairs = {k: v for k, v in report.repair_counts().items() if v}
-    if repairs:
-        lines.append("")
-        lines.append(style("Repairs made:", "heading"))
-        for kind, count in repairs.items():
-            lines.append(f"  {style(f'{count:>9,}', 'note')}  {REPAIR_WORDS[Repair(kind)]}")
-    lines += _top("Event names", report.event_name_counts(), style)
-    lines += _top("Embeddable ids", report.embeddable_id_counts(), style)
-    if report.first_time is not None:
-        lines.append("")
-        lines.append(f"Timestamps: {report.first_timestamp()} .. {report.last_timestamp()} (UTC)")
-    return "\n".join(lines)
-
-
-def _top(title: str, counts: dict[str, int], style: Style = plain) -> list[str]:
-    """A titled table of the commonest names with their counts."""
-    if not counts:
-        return []
-    shown = list(counts.items())[:TOP]
-    width = max(len(name) for name, _ in shown)
-    lines = ["", style(f"{title} ({len(counts):,} distinct, valid rows):", "heading")]
-    lines += [f"  {name:<{width}}  {count:>9,}" for name, count in shown]
-    if len(counts) > TOP:
-        lines.append(f"  ... and {len(counts) - TOP:,} more")
-    return lines

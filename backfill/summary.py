@@ -1,9 +1,9 @@
-"""What a send run (or a results file) came to: counts by status and error, and its renderings.
+"""What a send run (or a results file) came to: counts by status and error, and its JSON.
 
 Read back from a results file (``report``) it also holds what only the records tell: records
 per day of the payload timestamp, the top event names and embeddable ids, and a few examples
 of each problem, with identifier values masked unless asked for in full. The 404 diagnosis
-is ``diagnosis.py``'s, the shell commands ``commands.py``'s.
+is ``diagnosis.py``'s, the shell commands ``commands.py``'s, the terminal text ``text.py``'s.
 """
 
 from __future__ import annotations
@@ -20,18 +20,9 @@ import polars as pl
 from backfill.codes import Status
 from backfill.commands import RETRY_STATUSES
 from backfill.diagnosis import NotFoundGroup, diagnosis_lines, not_found_groups
+from backfill.masking import mask_identifier, mask_message
 from backfill.plans import Existing
-from backfill.report import (
-    EXAMPLES_PER_REASON,
-    MAX_DAYS,
-    OTHER,
-    Style,
-    by_count,
-    by_day,
-    mask_identifier,
-    mask_message,
-    plain,
-)
+from backfill.report import EXAMPLES_PER_REASON, MAX_DAYS, OTHER, by_count, by_day
 from backfill.results import final_rows, read_results
 
 AMBIGUOUS_NOTE = r"retried (\d+)x after no answer"
@@ -370,70 +361,3 @@ def _bump(counter: Counter[str], name: str, count: int = 1) -> None:
     """Count a name, unless too many distinct names are tracked already."""
     if name in counter or len(counter) < MAX_DISTINCT:
         counter[name] += count
-
-
-def _settled_lines(summary: ResultsSummary) -> list[str]:
-    """What --concurrency auto settled on, and how long Retry-After paused the run."""
-    assert summary.settled is not None
-    in_flight, rate = round(summary.settled[0], 1), round(summary.settled[1], 1)
-    if summary.rate_paced:
-        line = (
-            f"Concurrency auto settled on {rate:,.1f} requests/s (paced: the server answered"
-            f" 429), about {in_flight:,.1f} requests in flight"
-        )
-    else:
-        line = (
-            f"Concurrency auto settled on {in_flight:,.1f} requests in flight"
-            f" ({rate:,.0f} requests/s over the last seconds; no 429, no pacing)"
-        )
-    lines = [line]
-    if summary.pauses:
-        pauses = summary.pauses
-        lines.append(
-            f"Paused {round(summary.paused_seconds, 1):,.1f} s in all by Retry-After"
-            f" ({pauses:,} pause{'s' if pauses != 1 else ''} of the whole run)"
-        )
-    return lines
-
-
-def render_text(
-    summary: ResultsSummary,
-    style: Style = plain,
-    resume_command: str | None = None,
-    retry_command: str | None = None,
-) -> str:
-    """The summary for a terminal; ``style`` colours parts (none by default)."""
-    lines = [f"Rows with a final record: {summary.rows:,}"]
-    for status, count in summary.status_counts().items():
-        if count:
-            tone = "good" if status == Status.SENT else "bad"
-            lines.append(f"  {status:<10} {style(f'{count:>10,}', tone)}")
-    errors = summary.error_counts()
-    if errors:
-        lines.append(style("By error:", "heading"))
-        width = max(len(e) for e in errors)
-        lines += [f"  {e:<{width}} {c:>10,}" for e, c in errors.items()]
-    rate = summary.requests_per_second()
-    elapsed = round(summary.elapsed, 3)
-    took = f" in {elapsed:.1f} s" if elapsed else ""
-    lines.append(
-        f"Requests: {summary.requests:,}{took}"
-        + (f" ({round(rate, 1):,.0f}/s)" if rate else "")
-        + f"; retries: {summary.retries:,}; ambiguous retries: {summary.ambiguous_retries:,}"
-    )
-    if summary.settled and round(summary.settled[0], 1):
-        lines += _settled_lines(summary)
-    if summary.ambiguous_retries:
-        lines.append(
-            "  (an ambiguous retry follows a timeout or dropped connection after the request was"
-            " sent: that event may exist twice)"
-        )
-    lines += [f"{style('404 diagnosis:', 'note')} {line}" for line in summary.diagnosis()]
-    if summary.stopped:
-        lines.append(f"{style('Stopped early:', 'bad')} {summary.stopped}")
-        if resume_command:
-            lines.append(f"Continue it with: {style(resume_command, 'heading')}")
-    lines.append(f"Results: {summary.results_path}")
-    if retry_command and summary.retryable():
-        lines.append(f"Re-run what did not go through: {style(retry_command, 'heading')}")
-    return "\n".join(lines)

@@ -378,7 +378,8 @@ def test_colour_only_on_a_terminal_without_no_color(
 def test_coloured_tables_stay_aligned() -> None:
     from collections import Counter
 
-    from backfill.report import ValidationReport, render_text
+    from backfill.report import ValidationReport
+    from backfill.text import validation_text as render_text
 
     data = ValidationReport(
         sources=["a.csv"],

@@ -16,7 +16,8 @@ import backfill.inputs
 import backfill.results
 from backfill.commands import retry_command
 from backfill.results import read_results
-from backfill.summary import render_text, summarise
+from backfill.summary import summarise
+from backfill.text import summary_text
 
 Run = Callable[..., Result]
 Factory = Callable[..., Any]
@@ -89,7 +90,7 @@ def test_report_json_is_the_same_data_as_the_text_and_the_send_summary(
     data = json.loads(as_json.stdout)
     summary = summarise(str(workdir / SAMPLE_RESULTS))
     summary.results_path = SAMPLE_RESULTS  # as the command was given it
-    assert render_text(summary, retry_command=retry_command(SAMPLE_RESULTS)) + "\n" == text.stdout
+    assert summary_text(summary, retry_command=retry_command(SAMPLE_RESULTS)) + "\n" == text.stdout
     records = read_records(workdir / SAMPLE_RESULTS)
     assert data["by_status"] == {
         s: sum(r["status"] == s for r in records)

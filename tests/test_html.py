@@ -21,8 +21,9 @@ from backfill.codes import Reason, Status
 from backfill.commands import retry_command
 from backfill.inputs import MALFORMED, ROW
 from backfill.mapping import load_mapping
+from backfill.masking import HIDDEN, mask_identifier, mask_message
 from backfill.payloads import build_payloads
-from backfill.report import HIDDEN, Example, ValidationReport, mask_identifier, mask_message
+from backfill.report import Example, ValidationReport
 from backfill.summary import ProblemExample, ResultsSummary
 
 EVIL = "<script>alert(1)</script>\"'><img src=x onerror=alert(2)>"

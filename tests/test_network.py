@@ -19,7 +19,8 @@ import pytest
 from aiohttp import web
 
 from backfill.codes import SANDBOX_API_KEY
-from backfill.summary import ResultsSummary, render_text
+from backfill.summary import ResultsSummary
+from backfill.text import summary_text
 from tests.conftest import Loopback, Run, read_records
 from tests.test_sender import (
     assert_one_record_per_row,
@@ -123,7 +124,7 @@ def test_the_summary_shows_the_rate_concurrency_and_pauses_auto_settled_on(
     assert data["pauses"] >= 1 and data["paused_seconds"] >= 0.1
     assert 30 <= data["settled_rate"] <= 120
     assert data["settled_concurrency"] > 0
-    text = render_text(summary_of(data)).splitlines()
+    text = summary_text(summary_of(data)).splitlines()
     settled = [line for line in text if line.startswith("Concurrency auto settled on ")]
     assert len(settled) == 1 and "(paced: the server answered 429)" in settled[0]
     assert any(line.startswith("Paused ") and "by Retry-After" in line for line in text)
@@ -137,7 +138,7 @@ def test_a_fixed_concurrency_reports_no_auto_figures(
     result = send_cli(run, sandbox.url, "--concurrency", "8", "--json")
     data = json.loads(result.stdout)
     assert (data["settled_rate"], data["rate_paced"], data["paused_seconds"]) == (None,) * 3
-    assert "Concurrency auto" not in render_text(summary_of(data))
+    assert "Concurrency auto" not in summary_text(summary_of(data))
 
 
 def summary_of(data: dict[str, Any]) -> ResultsSummary:
