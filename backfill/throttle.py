@@ -3,24 +3,30 @@
 ``--concurrency auto`` runs two loops over one record of answers, and a pause.
 
 **Requests in flight** (:class:`AutoControl`'s ``limit``). It starts at 4 and, until the first
-sign of trouble, doubles every second; after that it grows by 5% a second (at least one
-request). It grows only while the run uses at least half of it (Netflix concurrency-limits,
-``Gradient2Limit``: "don't grow the limit if we are app limited"). It shrinks when answers
-slow down: latency is compared with the no-load round trip (the fastest answer seen, let to
-drift up over about 600 answers, as Gradient2's long window does), and an average over the
-last ten answers more than twice that (and 50 ms more, for loopback noise) shrinks the limit
-by the ratio of the two, by at most half (Gradient2's gradient, clamped to 0.5..1; TCP Vegas
-reads queueing from the same ratio). A 503 or a timeout shrinks it by a quarter. Only a
+sign of trouble, doubles every five round trips (every 0.25 s at most, every second at
+least); after that it grows by 5% a second (at least one request). It grows only while the
+run uses at least half of it (Netflix concurrency-limits, ``Gradient2Limit``: "don't grow
+the limit if we are app limited"). It shrinks when answers slow down: latency is compared
+with the no-load round trip (the fastest answer seen, let to drift up over about two
+minutes, as Gradient2's long window does, but by the clock: at thousands of answers a
+second a window of answers would follow the very queue it is there to show), and an average
+over the
+last 50 ms (200 answers at least) more than twice that (and 5 ms more) shrinks the limit by
+the ratio of the two, by at most half (Gradient2's gradient, clamped to 0.5..1; TCP Vegas
+reads queueing from the same ratio), but never below 64 (Gradient2's ``minLimit``, for the
+same reason: on a busy client its own event-loop stalls look like a queue, and fewer
+requests in flight cost more CPU each). A 503 or a timeout shrinks it by a quarter. Only a
 successful answer is a latency sample (Vector's adaptive request concurrency,
 ``controller.rs``: only the attempt the service processed is a valid measurement).
 
 **The request rate** (``rate``), for limits that a number in flight cannot hold: with a fast
 server, even one request in flight is above a limit of 200/s, and at 50 ms a limit of 50/s
 sits between 2 and 3 in flight. The first 429 engages a pacer that spaces request starts
-1/rate apart; each 429 after it lowers the rate by 10% (Vector's ``decrease_ratio``) and
-quiet time raises it by 2% a second, doubling every 10 s without a 429 (capped at 25% a
-second), so a limit that rises again is found within seconds, not minutes. The rate grows
-only while the pacer, not the limit in flight or the input, holds requests back.
+1/rate apart; each 429 after it lowers the rate by at least 10% (Vector's
+``decrease_ratio``). Quiet time raises it: by 2% a second up to the limit last read from the
+server, past it by 1% a second, doubling every 5 s without a 429 (capped at 25% a second),
+so a limit that rises again is found within seconds, not minutes. The rate grows only while
+the pacer, not the limit in flight or the input, holds requests back.
 
 Why the rate is set from the server's answers and not only cut by 10%: a token bucket lets a
 second's worth of requests through at once, so the first 429 comes long after the run went
