@@ -869,14 +869,19 @@ def init(
       backfill init amplitude_export.zip
       backfill validate events.csv -m mapping.toml
     """
-    from backfill import guess  # here, not at the top: the other commands never need it
-
     if delimiter is not None:
         delimiter = check_delimiter("\t" if delimiter == "\\t" else delimiter, "--delimiter")
     if encoding is not None:
         check_encoding(encoding, "--encoding")
-    guessed = guess.init(
-        input_path, output, fmt, force, sample_rows, preset, delimiter=delimiter, encoding=encoding
+    guessed = api.guess_mapping(
+        input_path,
+        output,
+        input_format=fmt,
+        preset=preset,
+        delimiter=delimiter,
+        encoding=encoding,
+        sample_rows=sample_rows,
+        replace=force,
     )
     click.echo(guessed.heading())
     for line in guessed.guesses:

@@ -21,6 +21,10 @@ class Status(StrEnum):
     SKIPPED = "skipped"  # not an event to send: filtered out, or a duplicate
 
 
+# What a retry sends again unless told otherwise: rows that may go through another time.
+RETRY_STATUSES = (Status.NOT_FOUND, Status.FAILED)
+
+
 class Skip(StrEnum):
     """Why a row was skipped: the error code of a ``skipped`` record."""
 

@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import shlex
 
-from backfill.codes import Status
-from backfill.plans import RetryPlan, Sandbox, SendPlan
+from backfill.mapping import InputSettings
+from backfill.plans import SANDBOX_PROJECT, RetryPlan, Sandbox, SendPlan
 
-RETRY_STATUSES = (Status.NOT_FOUND, Status.FAILED)
+DEFAULT_ENCODING = InputSettings().encoding
 
 
 def resume_command(plan: SendPlan | RetryPlan) -> str:
-    """The command that continues a run if it stops early."""
+    """The command that continues a run if it stops early.
+
+    It gives every setting a resume checks against the run record (inputs, mapping and its
+    dialect, project, target) and those the run needs again (format, users, CA bundle).
+    """
     words = ["backfill"]
     if isinstance(plan, RetryPlan):
         rebuild = plan.rebuild
@@ -22,16 +26,30 @@ def resume_command(plan: SendPlan | RetryPlan) -> str:
         words += ["retry", plan.from_results, *inputs, "-o", plan.results]
         words += ["--status", ",".join(s.value for s in plan.statuses)]
         mapping = None if rebuild is None else rebuild.mapping
+        input_format = None if rebuild is None else rebuild.input_format
     else:
         words += ["send", *plan.inputs, "-o", plan.results]
-        mapping = plan.mapping
+        mapping, input_format = plan.mapping, plan.input_format
     if mapping is not None:
         words += ["-m", mapping.path]
+        dialect = mapping.input
+        if dialect.delimiter is not None:
+            words += ["--delimiter", dialect.delimiter]
+        if dialect.encoding != DEFAULT_ENCODING:
+            words += ["--encoding", dialect.encoding]
+    if input_format is not None:
+        words += ["--format", input_format]
     destination = plan.destination
     if isinstance(destination, Sandbox):
         words += ["--sandbox"]
+        if destination.users is not None:
+            words += ["--sandbox-users", destination.users]
+        if destination.project_id != SANDBOX_PROJECT:
+            words += ["--project-id", destination.project_id]
     else:
         words += ["--project-id", destination.project_id, "--base-url", destination.base_url]
+    if plan.ca_bundle is not None:
+        words += ["--ca-bundle", plan.ca_bundle]
     return shlex.join([*words, "--resume"])
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import quote, urlsplit
 
-from backfill.codes import Status
+from backfill.codes import RETRY_STATUSES, Status
 from backfill.errors import CredentialsError, Hint, UsageError
 from backfill.mapping import Mapping
 from backfill.redact import register
@@ -81,20 +81,29 @@ class SendOptions:
     limit: int | None = None
 
     def __post_init__(self) -> None:
-        if self.concurrency != "auto" and not (
-            isinstance(self.concurrency, int) and self.concurrency >= 1
-        ):
+        """Refuse settings a send cannot run with, naming the setting (as the CLI's do)."""
+        fixed = self.concurrency
+        if fixed != "auto" and not (isinstance(fixed, int) and 1 <= fixed <= AUTO_CEILING):
             raise UsageError(
-                f"concurrency must be 'auto' or a whole number from 1, got {self.concurrency!r}"
+                f"concurrency must be 'auto' or a whole number from 1 to {AUTO_CEILING},"
+                f" got {fixed!r}"
             )
         if not 1 <= self.max_concurrency <= AUTO_CEILING:
             raise UsageError(
                 f"max_concurrency must be from 1 to {AUTO_CEILING}, got {self.max_concurrency}"
             )
-        if self.rate is not None and not self.rate > 0:
-            raise UsageError(f"rate must be above 0, got {self.rate}")
-        if self.limit is not None and self.limit < 1:
-            raise UsageError(f"limit must be at least 1, got {self.limit}")
+        for name, value in (("rate", self.rate), ("timeout", self.timeout)):
+            if value is not None and not value > 0:
+                raise UsageError(f"{name} must be above 0, got {value}")
+        for name, least, number in (
+            ("max_retries", 0, self.max_retries),
+            ("max_consecutive_failures", 1, self.max_consecutive_failures),
+            ("limit", 1, self.limit),
+        ):
+            if number is not None and number < least:
+                raise UsageError(f"{name} must be at least {least}, got {number}")
+        if not 0 <= self.backoff_base <= self.backoff_cap:
+            raise UsageError("backoff_base must be from 0 to backoff_cap")
 
     @property
     def adaptive(self) -> bool:
@@ -151,7 +160,7 @@ class RetryPlan:
     from_results: str
     results: str
     destination: Destination
-    statuses: tuple[Status, ...] = (Status.NOT_FOUND, Status.FAILED)
+    statuses: tuple[Status, ...] = RETRY_STATUSES
     rebuild: Rebuild | None = None
     options: SendOptions = SendOptions()
     existing: Existing = "refuse"
@@ -161,6 +170,14 @@ class RetryPlan:
         _check_existing(self.existing)
         if not self.statuses:
             raise UsageError("no status to retry")
+        if self.rebuild is not None:
+            if not self.rebuild.inputs:
+                raise UsageError("a rebuild needs the inputs the results file was made from")
+            if "-" in self.rebuild.inputs and self.existing == "resume":
+                raise UsageError(
+                    "a resumed run needs input files: stdin cannot be read again",
+                    hint=Hint.RESUME_NEEDS_FILES,
+                )
 
 
 def _check_existing(existing: str) -> None:
@@ -196,7 +213,10 @@ def check_target(base_url: str, project_id: str | None, api_key: str | None) -> 
         )
     if not project_id:
         raise CredentialsError("no project id", hint=Hint.PROJECT_ID)
-    parts = urlsplit(base_url)
+    try:
+        parts = urlsplit(base_url)
+    except ValueError:  # an unclosed [ of an IPv6 address
+        raise CredentialsError(f"{base_url}: not a URL") from None
     try:
         parts.port  # noqa: B018 - raises on a port that is not a number from 0 to 65535
     except ValueError:
@@ -208,5 +228,4 @@ def check_target(base_url: str, project_id: str | None, api_key: str | None) -> 
             f"{base_url}: plain http would send the key unencrypted; use https"
             " (http is allowed only to this machine)"
         )
-    register(api_key)
     return Target(base_url, project_id, api_key)

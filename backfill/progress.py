@@ -40,7 +40,7 @@ def progress_bar(
     count = start_count(plan)
     try:
         with tqdm(unit=" rows", file=stream, dynamic_ncols=True) as bar:
-            view = RowsBar(bar, count, plan.existing == "resume")
+            view = RowsBar(bar, count)
             yield view.update
             view.finish()
     finally:
@@ -61,10 +61,9 @@ def start_count(plan: SendPlan | RetryPlan) -> counting.RowCount:
 class RowsBar:
     """A tqdm bar kept up to date from the run's summary and the row count."""
 
-    def __init__(self, bar: Any, count: counting.RowCount, resumed: bool) -> None:
+    def __init__(self, bar: Any, count: counting.RowCount) -> None:
         self.bar = bar
         self.count = count
-        self.resumed = resumed
         self.done_before: int | None = None  # rows final before this run's first record
         self.shown = counting.Count(None, False)
         self.last: ResultsSummary | None = None
@@ -97,9 +96,9 @@ class RowsBar:
     def _start_at(self, rows: int) -> None:
         """Start the bar at the rows a resumed run had done, which its rate leaves out.
 
-        The run's first record is what calls first, so one row of ``rows`` is this run's.
+        The sender calls first before this run's first record, so ``rows`` are all earlier.
         """
-        self.done_before = max(rows - 1, 0) if self.resumed else 0
+        self.done_before = rows
         self.bar.n = self.bar.last_print_n = self.bar.initial = self.done_before
         self.bar.last_print_t = time.time()  # tqdm's clock
 

@@ -150,7 +150,9 @@ class ResultsWriter:
             if written:  # a half line would read as a broken record: cut it off again
                 with contextlib.suppress(OSError):
                     os.ftruncate(self.fd, os.fstat(self.fd).st_size - written)
-            self.failure = ResultsWriteError(f"{self.path}: cannot write: {exc.strerror}")
+            self.failure = ResultsWriteError(
+                f"{self.path}: cannot write: {exc.strerror}", file=self.path
+            )
             self.failure_raised = True
             raise self.failure from None
 
@@ -162,7 +164,7 @@ class ResultsWriter:
             except OSError as exc:
                 # The next write raises it: the run stops rather than trust a failing disk.
                 self.failure = ResultsWriteError(
-                    f"{self.path}: cannot write to disk: {exc.strerror}"
+                    f"{self.path}: cannot write to disk: {exc.strerror}", file=self.path
                 )
                 return
 
@@ -177,7 +179,7 @@ class ResultsWriter:
             os.fsync(fd)
         except OSError as exc:
             self.failure = self.failure or ResultsWriteError(
-                f"{self.path}: cannot write to disk: {exc.strerror}"
+                f"{self.path}: cannot write to disk: {exc.strerror}", file=self.path
             )
         finally:
             os.close(fd)
@@ -564,7 +566,7 @@ class RowSet:
         low, high = cast(int, rows.min()), cast(int, rows.max())
         start = known.search_sorted(low, side="left")
         stop = known.search_sorted(high, side="right")
-        return rows.is_in(known.slice(start, stop - start))
+        return rows.is_in(known.slice(start, stop - start).implode())
 
 
 def final_rows(path: str, records: Iterator[pl.DataFrame]) -> RowSet:

@@ -16,7 +16,7 @@ import os
 import ssl
 import tomllib
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 from urllib.parse import urlsplit
@@ -24,12 +24,13 @@ from urllib.parse import urlsplit
 import polars as pl
 
 from backfill import pipeline
-from backfill.codes import LAST_UNANSWERED, SANDBOX_API_KEY, Status
+from backfill.codes import LAST_UNANSWERED, SANDBOX_API_KEY, SANDBOX_HOST, Status
 from backfill.errors import Hint, MappingError, ResultsFileError, UsageError
 from backfill.inputs import InputFile
 from backfill.locate import fingerprint, fingerprint_argument
 from backfill.mapping import Mapping
 from backfill.plans import (
+    Destination,
     Existing,
     RetryPlan,
     Sandbox,
@@ -51,7 +52,7 @@ from backfill.results import (
     write_run_record,
 )
 from backfill.sender import Item, Job, items_of, send
-from backfill.summary import ResultsSummary, RunOutcome
+from backfill.summary import ResultsSummary, RunOutcome, counted
 
 OnProgress = Callable[[ResultsSummary], None] | None
 PLACEHOLDER_PREFIX = "REPLACE_WITH_"  # what init writes where it could not guess
@@ -66,14 +67,26 @@ class _Run:
     """One send's working settings, shared by send and retry."""
 
     results: str
-    destination: object  # Target | Sandbox
+    destination: Destination
     options: SendOptions
-    existing: Existing
-    ca_bundle: str | None
-    mapping: Mapping | None
+    existing: Existing  # resume may become overwrite: an empty results file starts afresh
+    ssl_context: ssl.SSLContext
+    mapping: Mapping | None  # None: a retry of the stored payloads
     inputs: tuple[str, ...]
     input_format: str | None
-    notes: list[str]
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, plan: SendPlan | RetryPlan) -> _Run:
+        """A plan's run; a bad CA bundle is refused here, before anything is read or written."""
+        context = _ssl_context(plan.ca_bundle)
+        head = (plan.results, plan.destination, plan.options, plan.existing, context)
+        if isinstance(plan, SendPlan):
+            return cls(*head, plan.mapping, plan.inputs, plan.input_format)
+        rebuild = plan.rebuild
+        if rebuild is None:
+            return cls(*head, None, (), None)
+        return cls(*head, rebuild.mapping, rebuild.inputs, rebuild.input_format)
 
 
 def run_send(
@@ -81,17 +94,7 @@ def run_send(
 ) -> RunOutcome:
     """Send every row of the inputs that has no final record yet."""
     _refuse_placeholders(plan.mapping)
-    run = _Run(
-        plan.results,
-        plan.destination,
-        plan.options,
-        plan.existing,
-        plan.ca_bundle,
-        plan.mapping,
-        plan.inputs,
-        plan.input_format,
-        [],
-    )
+    run = _Run.of(plan)
     _check_outputs(run)
     with ResultsLock(run.results):
         identity = {
@@ -126,17 +129,7 @@ def run_retry(
             " inputs with a mapping",
             hint=Hint.REBUILD,
         )
-    run = _Run(
-        plan.results,
-        plan.destination,
-        plan.options,
-        plan.existing,
-        plan.ca_bundle,
-        None if rebuild is None else rebuild.mapping,
-        () if rebuild is None else rebuild.inputs,
-        None if rebuild is None else rebuild.input_format,
-        [],
-    )
+    run = _Run.of(plan)
     _check_outputs(run)
     with ResultsLock(run.results):
         return _retry_locked(plan, run, on_progress, handle_signals)
@@ -207,9 +200,7 @@ def _common_identity(run: _Run) -> dict[str, object]:
 
 def _project_id(run: _Run) -> str:
     """The project the run sends to."""
-    destination = run.destination
-    assert isinstance(destination, (Sandbox, Target))
-    return destination.project_id
+    return run.destination.project_id
 
 
 def _target_kind(run: _Run) -> str:
@@ -219,7 +210,6 @@ def _target_kind(run: _Run) -> str:
     """
     if isinstance(run.destination, Sandbox):
         return "the built-in sandbox"
-    assert isinstance(run.destination, Target)
     host = urlsplit(run.destination.base_url).hostname or ""
     return "a server on this machine" if is_loopback(host) else host
 
@@ -249,17 +239,8 @@ def _prepare(run: _Run, identity: dict[str, object], summary: ResultsSummary) ->
     check_run_record(run.results, identity)
     if discard_broken_tail(run.results):
         run.notes.append(f"{run.results}: discarded an unfinished last line; its row is sent again")
-    records = _counted(summary, read_results(run.results), count_requests=False)
+    records = counted(summary, read_results(run.results), count_requests=False)
     return final_rows(run.results, records)
-
-
-def _counted(
-    summary: ResultsSummary, records: Iterator[pl.DataFrame], count_requests: bool = True
-) -> Iterator[pl.DataFrame]:
-    """The batches of records, counted into a summary as they pass."""
-    for batch in records:
-        summary.add_records(batch, count_requests)
-        yield batch
 
 
 def _no_usable_record(results_path: str) -> bool:
@@ -375,7 +356,6 @@ def _send_items(
     """Open the results file (appending on resume) and send."""
     resume, overwrite = run.existing == "resume", run.existing == "overwrite"
     try:
-        context = _ssl_context(run.ca_bundle)  # a bad CA bundle is refused before any write
         if not resume:
             if os.path.exists(run.results) and not overwrite:
                 raise exists_error(run.results)
@@ -383,10 +363,10 @@ def _send_items(
         with ResultsWriter(run.results, overwrite=overwrite, append=resume) as writer:
             if isinstance(run.destination, Sandbox):
                 sandbox = run.destination
-                target = Target("http://127.0.0.1", sandbox.project_id, SANDBOX_API_KEY)
+                # serve() gives the sandbox's URL, once it listens on a free port
+                target = Target(f"http://{SANDBOX_HOST}", sandbox.project_id, SANDBOX_API_KEY)
                 serve = _sandbox_server(sandbox)
             else:
-                assert isinstance(run.destination, Target)
                 target, serve = run.destination, None
             send(
                 items,
@@ -395,7 +375,7 @@ def _send_items(
                 writer,
                 summary,
                 on_progress,
-                context,
+                run.ssl_context,
                 serve,
                 handle_signals,
             )

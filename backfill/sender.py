@@ -144,6 +144,7 @@ class Sender:
 
     async def run(self, batches: Iterator[Sequence[Item]], ssl_context: ssl.SSLContext) -> None:
         """Send every valid row of the batches and record every row."""
+        self._progress(force=True)  # before any record: the counts a resumed run starts from
         queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=self.options.workers * 4)
         connector = aiohttp.TCPConnector(limit=self.options.workers, ssl=ssl_context)
         timeout = aiohttp.ClientTimeout(total=self.options.timeout)

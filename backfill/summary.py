@@ -17,8 +17,7 @@ from typing import Any
 
 import polars as pl
 
-from backfill.codes import Status
-from backfill.commands import RETRY_STATUSES
+from backfill.codes import RETRY_STATUSES, Status
 from backfill.diagnosis import NotFoundGroup, diagnosis_lines, not_found_groups
 from backfill.masking import mask_identifier, mask_message
 from backfill.plans import Existing
@@ -319,14 +318,17 @@ class RunOutcome:
 def summarise(results_path: str) -> ResultsSummary:
     """The summary of a results file, read in batches; a row with two records is refused."""
     summary = ResultsSummary(results_path)
-
-    def counted(records: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
-        for batch in records:
-            summary.add_records(batch)
-            yield batch
-
-    final_rows(results_path, counted(read_results(results_path)))
+    final_rows(results_path, counted(summary, read_results(results_path)))
     return summary
+
+
+def counted(
+    summary: ResultsSummary, records: Iterator[pl.DataFrame], count_requests: bool = True
+) -> Iterator[pl.DataFrame]:
+    """The batches of records, counted into a summary as they pass."""
+    for batch in records:
+        summary.add_records(batch, count_requests)
+        yield batch
 
 
 def _with_day_and_event(records: pl.DataFrame) -> pl.DataFrame:

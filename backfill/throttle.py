@@ -155,7 +155,7 @@ class AutoControl:
             self._set_rate(now)
         if self.rate is None:
             return 0.0
-        slot = max(self.next_slot, now - PACING_SLACK, self.pause_until)
+        slot = max(self.next_slot, now - PACING_SLACK)  # past the pause: returned above
         if slot > now:
             self.paced_at = now
             return slot - now

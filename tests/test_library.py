@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -16,6 +18,7 @@ import pytest
 
 import backfill
 from backfill import Hint, Sandbox, SendOptions, SendPlan, Status
+from backfill.commands import resume_command
 
 ROOT = Path(__file__).parent.parent
 SAMPLE = ROOT / "sample_data"
@@ -215,3 +218,46 @@ def test_the_readme_example_runs_as_written(sample: Path) -> None:
     lines = done.stdout.splitlines()
     assert lines == [said[1], " ".join(said[2].split())]
     assert (sample.parent / "events.results.jsonl").exists()
+
+
+def test_the_resume_command_gives_every_setting_a_resume_checks(sample: Path, run: Any) -> None:
+    rows = list(csv.reader((sample / "events.csv").read_text(encoding="utf-8").splitlines()))
+    with open("semi.csv", "w", encoding="cp1252", newline="") as out:
+        csv.writer(out, delimiter=";").writerows(rows)
+    mapping_path = str(sample / "mapping.toml")
+    users = str(sample / "users.csv")
+    first = run(
+        "send", "semi.csv", "-m", mapping_path, "--delimiter", ";", "--encoding", "cp1252",
+        "--sandbox", "--sandbox-users", users, "--project-id", "pr_x", "-o", "r.jsonl",
+        "--no-progress",
+    )  # fmt: skip
+    assert first.exit_code == 1, first.output  # the sample's planted problems
+    mapping = backfill.load_mapping(mapping_path)
+    dialect = dataclasses.replace(mapping.input, delimiter=";", encoding="cp1252")
+    plan = SendPlan(
+        ("semi.csv",),
+        dataclasses.replace(mapping, input=dialect),
+        "r.jsonl",
+        Sandbox(users=users, project_id="pr_x"),
+        existing="resume",
+    )
+    words = shlex.split(resume_command(plan))
+    assert words[:2] == ["backfill", "send"] and words[-1] == "--resume"
+    resumed = run(*words[1:], "--no-progress", "--json")
+    assert resumed.exit_code == 1, resumed.output  # accepted: nothing left to send
+    assert json.loads(resumed.stdout)["requests"] == 0
+
+
+def test_every_phrase_the_cli_puts_a_flag_in_is_still_the_cores() -> None:
+    # The CLI names its flags by replacing the core's words: reworded core text would
+    # silently lose the flag, so each phrase must still be found in the core's source.
+    from backfill.cli import HINT_WORDS, STOP_WORDS
+
+    core = " ".join(
+        " ".join(path.read_text(encoding="utf-8").split())
+        for path in (ROOT / "backfill").glob("*.py")
+        if path.name != "cli.py"
+    )
+    phrases = [c for pairs in HINT_WORDS.values() for c, _ in pairs] + [c for c, _ in STOP_WORDS]
+    assert [p for p in phrases if p.strip() not in core.replace('" "', "")] == []
+    assert set(HINT_WORDS) | {Hint.API_KEY, Hint.PROJECT_ID} == set(Hint)

@@ -56,7 +56,8 @@ def last_line(out: io.StringIO) -> str:
 def test_estimate_then_exact_total(screen: tuple[Any, io.StringIO]) -> None:
     bar, out = screen
     count = RowCount()
-    view = RowsBar(bar, count, resumed=False)
+    view = RowsBar(bar, count)
+    view.update(summary_of(0))  # the sender calls once before any record
     view.update(summary_of(10))
     assert "10 rows [" in last_line(out)  # no total yet: the old layout
     count.publish(Count(200, False))
@@ -75,7 +76,8 @@ def test_total_never_below_rows_done_and_a_finished_run_is_whole(
     bar, out = screen
     count = RowCount()
     count.publish(Count(90, False))
-    view = RowsBar(bar, count, resumed=False)
+    view = RowsBar(bar, count)
+    view.update(summary_of(0))  # the sender calls once before any record
     view.update(summary_of(95))
     assert "100%|" in last_line(out)
     count.publish(Count(200, False))
@@ -89,8 +91,9 @@ def test_resumed_run_starts_at_its_rows_done(screen: tuple[Any, io.StringIO]) ->
     bar, out = screen
     count = RowCount(limit=100)
     count.publish(Count(1000, True))
-    view = RowsBar(bar, count, resumed=True)
-    view.update(summary_of(501))  # 500 from the first run, and this run's first record
+    view = RowsBar(bar, count)
+    view.update(summary_of(500))  # the sender's first call: the first run's 500 rows
+    view.update(summary_of(501))  # and this run's first record
     assert (bar.initial, bar.n) == (500, 501)
     line = last_line(out)
     assert " 84%|" in line and "501/600 [" in line  # --limit 100 more after the 500
@@ -100,7 +103,8 @@ def test_stopped_run_keeps_its_total(screen: tuple[Any, io.StringIO]) -> None:
     bar, out = screen
     count = RowCount()
     count.publish(Count(100, True))
-    view = RowsBar(bar, count, resumed=False)
+    view = RowsBar(bar, count)
+    view.update(summary_of(0))  # the sender calls once before any record
     stopped = summary_of(30)
     stopped.stopped = "interrupted"
     view.update(stopped)
