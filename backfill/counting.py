@@ -41,7 +41,14 @@ from typing import BinaryIO, cast
 
 import polars as pl
 
-from backfill.inputs import GZIP_MAGIC, PARQUET_MAGIC, Dialect, format_of_name, open_input
+from backfill.inputs import (
+    GZIP_MAGIC,
+    PARQUET_MAGIC,
+    Dialect,
+    format_of_name,
+    open_input,
+    sniff_format,
+)
 from backfill.locate import Located, locate
 
 HEAD_BYTES = 1 << 20  # measured for an estimate
@@ -241,7 +248,7 @@ def _measure(part: _Part, fmt: str | None, encoding: str) -> None:
     if named == "parquet" or head.startswith(PARQUET_MAGIC):
         _measure_parquet(part)
         return
-    fmt_found = named or _sniffed(head)
+    fmt_found = named or sniff_format(head)  # Parquet was told apart above
     if fmt_found is None:
         return
     countable = _ascii_compatible(encoding)
@@ -312,12 +319,6 @@ def _inflated(raw: bytes, whole: bool) -> tuple[bytes, float, bool]:
     used = len(raw) - len(inflater.unconsumed_tail) - len(inflater.unused_data)
     ended = inflater.eof and not inflater.unused_data  # else more gzip members follow
     return data, len(data) / max(used, 1), whole and ended
-
-
-def _sniffed(head: bytes) -> str | None:
-    """A nameless input's format as the reader tells it: JSON Lines or a JSON array."""
-    first = head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
-    return {b"{": "jsonl", b"[": "json"}.get(first)
 
 
 def _ascii_compatible(encoding: str) -> bool:

@@ -217,15 +217,19 @@ class _Gunzipped(gzip.GzipFile):
             underlying.close()
 
 
-def _sniffed(head: bytes, name: str) -> Format:
-    """The format of an input whose name does not say: Parquet, JSON Lines or a JSON array."""
+def sniff_format(head: bytes) -> Format | None:
+    """The format of an input's first (ungzipped) bytes: Parquet, JSON Lines, a JSON array."""
     if head.startswith(PARQUET_MAGIC):
         return "parquet"
     first = head.removeprefix(BOM).lstrip(b" \t\r\n")[:1]
-    if first == b"{":
-        return "jsonl"
-    if first == b"[":
-        return "json"
+    return "jsonl" if first == b"{" else "json" if first == b"[" else None
+
+
+def _sniffed(head: bytes, name: str) -> Format:
+    """The format of an input whose name does not say, or why it cannot be read."""
+    found = sniff_format(head)
+    if found is not None:
+        return found
     raise InputError(
         f"{name}: unknown input format (expected .csv, .tsv, .jsonl, .ndjson, .json or"
         " .parquet, optionally .gz; or name its format)",
