@@ -211,12 +211,6 @@ class Mapping:
         """The distinct working columns the payload rules read, in mapping order."""
         return list(dict.fromkeys(s.column for s in self.all_sources() if s.column is not None))
 
-    def prop_column(self, entry: str) -> str:
-        """The working column of a metric, dimension or column entry."""
-        column = source_of("props", [entry]).column
-        assert column is not None
-        return column
-
     def prop_name(self, column: str) -> str:
         """The props key an entry is sent under: renamed, else its last path segment."""
         return self.rename.get(column, self.prop_keys.get(column, column))

@@ -45,7 +45,6 @@ SKIP_RULE = "skip_rule"  # the rule that skipped it, as reports count it ("exclu
 SKIP_MESSAGE = "skip_message"  # the rule and the value ("exclude event = '$identify'")
 DEDUPE_KEY = "dedupe_key"  # the text rows are deduplicated on, for rows that would be sent
 TIME = "time"
-REPAIRS = tuple(r.value for r in Repair)
 
 
 TS_TEXT = "__ts_text"
