@@ -14,7 +14,14 @@ from hypothesis import strategies as st
 from backfill.codes import Reason
 from backfill.inputs import MALFORMED, ROW
 from backfill.mapping import Mapping, Source
-from backfill.payloads import PAYLOAD, REASON, build_payloads
+from backfill.payloads import (
+    PAYLOAD,
+    REASON,
+    SIMPLE_JSON_STRING,
+    _epoch,
+    _whole_epoch,
+    build_payloads,
+)
 from backfill.sandbox import parse_event
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
@@ -419,3 +426,29 @@ def test_every_payload_passes_the_api_rules(
         assert (reason is None) == (payload is not None)
         if payload is not None:
             parse_event(payload.encode())  # raises with the sandbox's 400 message
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(alphabet="0123456789", min_size=9, max_size=19), min_size=1, max_size=20))
+def test_whole_epoch_numbers_read_as_the_text_cut_reads_them(digits: list[str]) -> None:
+    # The integer reading of epoch numbers without a fraction must agree with the reading
+    # that cuts the digits as text, which also reads fractions.
+    table = pl.DataFrame({"t": digits}, schema={"t": pl.String})
+    read = table.select(
+        _whole_epoch(pl.col("t")).alias("whole"), _epoch(pl.col("t"), None).alias("cut")
+    )
+    assert read["whole"].to_list() == read["cut"].to_list()
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(max_size=12) | st.text(alphabet='"\\ab\x00\x1f\x7f é', max_size=8).map(repr))
+def test_a_simple_json_string_is_what_its_quotes_hold(text: str) -> None:
+    # Unwrapping reads a quoted value matching SIMPLE_JSON_STRING without the JSON parser.
+    value = '"' + text + '"'
+    table = pl.DataFrame({"v": [value]}, schema={"v": pl.String})
+    simple, parsed = table.select(
+        pl.col("v").str.contains(SIMPLE_JSON_STRING).alias("simple"),
+        pl.col("v").str.json_path_match("$").alias("parsed"),
+    ).row(0)
+    if simple:
+        assert parsed == text
