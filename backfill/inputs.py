@@ -61,6 +61,7 @@ REGEX_SPECIAL = frozenset("\\.+*?()|[]{}^$#&-~")
 # refuses a blank name), so an export's own column named like one of ours takes a blank one.
 RENAMED = {ROW: " ", MALFORMED: "  ", LINE: "   "}
 BATCH_BYTES = 8 << 20
+PARQUET_BATCHES_PER_READ = 4
 MAX_PENDING_BYTES = 8 * BATCH_BYTES  # a record longer than this is a quote gone wrong
 # A chunk of blank or tiny lines would be millions of rows, each as wide as the header: a
 # chunk holds at most this many lines and about this many cells (lines x columns).
@@ -473,14 +474,17 @@ def _parquet_frames(inp: InputFile, batch_bytes: int) -> Iterator[pl.DataFrame]:
     try:
         total = inp.parquet.select(pl.len()).collect().item()
         # A slice at a time: Polars reads only the row groups it needs, where a streamed
-        # collect runs ahead of the reader and holds several times the memory.
-        for start in range(0, total, rows):
-            batch = scan.slice(start, rows).collect()
-            yield batch.select(
-                pl.int_range(start + 1, start + 1 + batch.height, dtype=pl.Int64).alias(ROW),
+        # collect runs ahead of the reader and holds several times the memory. A slice
+        # that starts or ends inside a row group decodes the part it skips too, so slices
+        # span several batches: a quarter of the boundaries for one slice held at a time.
+        for start in range(0, total, rows * PARQUET_BATCHES_PER_READ):
+            read = scan.slice(start, rows * PARQUET_BATCHES_PER_READ).collect()
+            read = read.select(
+                pl.int_range(start + 1, start + 1 + read.height, dtype=pl.Int64).alias(ROW),
                 pl.lit(None, pl.String).alias(MALFORMED),
                 pl.all(),
             )
+            yield from read.iter_slices(rows)
     except (pl.exceptions.PolarsError, OSError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(

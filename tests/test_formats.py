@@ -362,3 +362,21 @@ def test_a_tab_delimiter_in_the_mapping_and_a_utf16_file_without_its_mark(
     result = run("validate", "u.csv", "-m", "m.toml", "--encoding", "utf-16")
     assert result.exit_code == 2
     assert result.output.startswith("error: u.csv: cannot be read as utf-16 (")
+
+
+@pytest.mark.parametrize("row_group", [700, 4096, 10_000])
+def test_parquet_batches_number_every_row_once_in_order(workdir: Path, row_group: int) -> None:
+    # Slices read across row-group boundaries and split into batches: no row lost, none twice.
+    from backfill.inputs import ROW, batches, frame_column, open_input
+
+    path = workdir / "e.parquet"
+    pl.DataFrame(rows(10_000)).write_parquet(path, row_group_size=row_group)
+    inp = open_input(str(path))
+    try:
+        frames = list(batches(inp, ["event"], batch_bytes=1024 * 128))  # 1,024 rows a batch
+    finally:
+        inp.close()
+    assert max(f.height for f in frames) == 1024
+    read = pl.concat(frames)
+    assert read[ROW].to_list() == list(range(1, 10_001))
+    assert read[frame_column("event")].to_list() == [f"e{i}" for i in range(1, 10_001)]
