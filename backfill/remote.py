@@ -1,9 +1,13 @@
 """Objects in S3 (and S3-compatible servers) and Google Cloud Storage: listed, fingerprinted
 and streamed with bounded memory.
 
-fsspec's s3fs and gcsfs do the reading: they give seekable file objects that fetch ranged
-blocks as they are read (a byte stream is what the CSV/JSONL chunker reads), and they follow
-each cloud's own credential chain. Both are optional extras, imported only when a bucket is read.
+S3 is spoken to through botocore alone (not s3fs: its aiobotocore and aiohttp cost 0.3 s of
+imports before the first request). One listing gives each object's size and ETag (one HEAD
+for a single key); a stream reads ranged GETs of BLOCK_SIZE, each with If-Match on the listed
+ETag, so a rewrite mid-read fails rather than mixes, and fetches the next block in the
+background while one is read. GCS goes through fsspec's gcsfs, which gives seekable files that
+fetch ranged blocks as they are read. Both clients follow their cloud's own credential chain,
+and are optional extras, imported only when a bucket is read.
 
 - S3: botocore's chain: ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSION_TOKEN``,
   ``AWS_PROFILE`` and ~/.aws, SSO, container and instance roles. botocore itself honours
@@ -15,7 +19,9 @@ each cloud's own credential chain. Both are optional extras, imported only when 
   API about every bucket it opens, which emulators do not serve (each open waits 60 s).
 
 Parquet needs random access by row group, so Polars reads it through its own object store:
-``parquet_source`` gives the options that reach the same object. Polars resolves credentials
+``parquet_source`` gives the options that reach the same object (for a server other than AWS,
+botocore's endpoint and region, with no request; an AWS bucket's own region is asked once).
+Polars resolves credentials
 itself (boto3's chain when boto3 is installed, else its own reading of the environment,
 ~/.aws and the instance role; google-auth's chain for GCS). Behind ``STORAGE_EMULATOR_HOST``
 object_store is pointed at the emulator through a service-account key's ``gcs_base_url``: it
@@ -31,6 +37,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, BinaryIO, TypeVar
@@ -42,6 +49,7 @@ from backfill.locate import hidden
 S3 = "s3://"
 GCS = "gs://"
 BLOCK_SIZE = 4 * 2**20  # one ranged GET per 4 MiB read: few requests, a few MiB held
+FIRST_BLOCK = 2**16  # the first GET: a header, a format sniff (Polars reads Parquet itself)
 _EXTRAS = {S3: ("S3", "s3"), GCS: ("GCS", "gcs")}
 # The settings that choose credentials and endpoints: a change makes a new client.
 _SETTINGS = ("AWS_", "GOOGLE_", "CLOUDSDK_", "GCE_", "STORAGE_EMULATOR_HOST", "HOME")
@@ -74,13 +82,18 @@ class RemoteReadError(OSError):
 def list_objects(url: str) -> list[RemoteObject]:
     """The object a URL names, or every object under a prefix URL (ending in /), in name order."""
     scheme, _, key = _split(url)
-    fs = _filesystem(scheme, url)
+    prefix = url.endswith("/") or not key
+    store = None
     try:
-        found = _under(fs, url) if url.endswith("/") or not key else [_one(fs, url)]
+        store = _store(scheme, url)
+        if scheme == S3:
+            found = _s3_under(store, url) if prefix else [_s3_one(store, url)]
+        else:
+            found = _under(store, url) if prefix else [_one(store, url)]
     except InputError:
         raise
     except Exception as exc:
-        raise InputError(f"{url}: {_cause(fs, url, exc)}", file=url) from None
+        raise InputError(f"{url}: {_cause(store, url, exc)}", file=url) from None
     if not found:
         raise InputError(f"{url}: no objects under this prefix", file=url)
     return found
@@ -89,22 +102,31 @@ def list_objects(url: str) -> list[RemoteObject]:
 def open_object(obj: RemoteObject) -> BinaryIO:
     """A seekable stream of the object's bytes, fetched in ranged blocks as it is read."""
     scheme, _, _ = _split(obj.url)
-    fs = _filesystem(scheme, obj.url)
-    # A GCS read names the listed generation, so a rewrite mid-read fails rather than mixes;
-    # s3fs does the same with If-Match on the ETag.
-    pinned = {"generation": obj.version} if scheme == GCS else {}
+    store = None
     try:
-        handle = fs.open(
-            obj.url[len(scheme) :], "rb", block_size=BLOCK_SIZE, cache_type="readahead", **pinned
-        )
-    except FileNotFoundError:
-        raise InputError(f"{obj.url}: {_CHANGED}", file=obj.url) from None
+        store = _store(scheme, obj.url)
+        raw = _S3Stream(store, obj) if scheme == S3 else _open_gcs(store, obj)
+    except InputError:
+        raise
     except Exception as exc:
-        raise InputError(f"{obj.url}: {_cause(fs, obj.url, exc)}", file=obj.url) from None
+        gone = _aws_code(exc) in (*_GONE, "PreconditionFailed")  # If-Match: not the listed ETag
+        if gone or isinstance(exc, FileNotFoundError):
+            raise InputError(f"{obj.url}: {_CHANGED}", file=obj.url) from None
+        raise InputError(f"{obj.url}: {_cause(store, obj.url, exc)}", file=obj.url) from None
+    return io.BufferedReader(raw, buffer_size=2**16)
+
+
+def _open_gcs(fs: Any, obj: RemoteObject) -> io.RawIOBase:
+    """A gcsfs file of the object; the read names the listed generation, so a rewrite mid-read
+    fails rather than mixes."""
+    path = obj.url[len(GCS) :]
+    handle = fs.open(
+        path, "rb", block_size=BLOCK_SIZE, cache_type="readahead", generation=obj.version
+    )
     if _version(handle.details) != obj.version or handle.size != obj.size:
         handle.close()
         raise InputError(f"{obj.url}: {_CHANGED}", file=obj.url)
-    return io.BufferedReader(_Stream(handle, fs, obj.url), buffer_size=2**16)
+    return _Stream(handle, fs, obj.url)
 
 
 def fingerprint(obj: RemoteObject) -> dict[str, object]:
@@ -117,11 +139,12 @@ def parquet_source(obj: RemoteObject) -> tuple[str, dict[str, str]]:
     scheme, bucket, _ = _split(obj.url)
     if scheme == GCS:
         return obj.url, _gcs_storage_options()
-    fs = _filesystem(S3, obj.url)
+    client = None
     try:
-        return obj.url, _s3_storage_options(fs, bucket)
+        client = _store(S3, obj.url)
+        return obj.url, _s3_storage_options(client, bucket)
     except Exception as exc:
-        raise InputError(f"{obj.url}: {_cause(fs, obj.url, exc)}", file=obj.url) from None
+        raise InputError(f"{obj.url}: {_cause(client, obj.url, exc)}", file=obj.url) from None
 
 
 def _split(url: str) -> tuple[str, str, str]:
@@ -158,9 +181,8 @@ def _skipped(relative: str) -> bool:
 
 
 def _one(fs: Any, url: str) -> RemoteObject:
-    """The one object a URL names."""
-    scheme, _, _ = _split(url)
-    info = fs.info(url[len(scheme) :])
+    """The one object a URL names (GCS)."""
+    info = fs.info(url[len(GCS) :])
     if info.get("type") == "directory":
         raise InputError(
             f"{url}: is a prefix; end it with / to read the objects under it", file=url
@@ -173,11 +195,47 @@ def _version(info: dict[str, Any]) -> str:
     return str(info.get("ETag") or info.get("generation") or "").strip('"')
 
 
-def _filesystem(scheme: str, url: str) -> Any:
-    """The fsspec filesystem for a scheme, made once per set of credential settings."""
+def _s3_under(client: Any, url: str) -> list[RemoteObject]:
+    """Every object under an S3 prefix, as _under; size and ETag come with the listing."""
+    _, bucket, key = _split(url)
+    root = key.rstrip("/") + "/" if key.strip("/") else ""
+    found: list[RemoteObject] = []
+    token: dict[str, str] = {}
+    while True:
+        page = client.list_objects_v2(Bucket=bucket, Prefix=root, **token)
+        found += [
+            RemoteObject(f"{S3}{bucket}/{item['Key']}", int(item["Size"]), _version(item))
+            for item in page.get("Contents", [])
+            if not _skipped(item["Key"][len(root) :])
+        ]
+        if not page.get("IsTruncated"):
+            return sorted(found, key=lambda obj: obj.url)
+        token = {"ContinuationToken": page["NextContinuationToken"]}
+
+
+def _s3_one(client: Any, url: str) -> RemoteObject:
+    """The one S3 object a URL names; a missing key that is a prefix says so."""
+    _, bucket, key = _split(url)
+    try:
+        head = client.head_object(Bucket=bucket, Key=key)
+    except Exception as exc:
+        if _aws_code(exc) not in _GONE:
+            raise
+        # The listing tells a prefix from a missing key, and fails on a missing bucket.
+        under = client.list_objects_v2(Bucket=bucket, Prefix=key.rstrip("/") + "/", MaxKeys=1)
+        if under.get("KeyCount") or under.get("Contents"):
+            raise InputError(
+                f"{url}: is a prefix; end it with / to read the objects under it", file=url
+            ) from None
+        raise
+    return RemoteObject(url, int(head["ContentLength"]), _version(head))
+
+
+def _store(scheme: str, url: str) -> Any:
+    """S3's botocore client or GCS's gcsfs filesystem, made once per set of credential settings."""
     settings = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(_SETTINGS)))
     try:
-        return _make_filesystem(scheme, settings)
+        return _make_store(scheme, settings)
     except ImportError:
         service, extra = _EXTRAS[scheme]
         raise InputError(
@@ -187,21 +245,116 @@ def _filesystem(scheme: str, url: str) -> Any:
 
 
 @lru_cache(maxsize=4)
-def _make_filesystem(scheme: str, settings: tuple[tuple[str, str], ...]) -> Any:
-    """A new s3fs or gcsfs filesystem; no listing cache, so a rewritten object is seen."""
-    options = {"skip_instance_cache": True, "use_listings_cache": False}
-    for name in ("s3fs", "gcsfs"):  # their give-up tracebacks are not for the terminal
-        logging.getLogger(name).addHandler(logging.NullHandler())
-    if scheme == S3:
-        import s3fs  # type: ignore[import-untyped]
+def _make_store(scheme: str, settings: tuple[tuple[str, str], ...]) -> Any:
+    """A new botocore S3 client, or gcsfs filesystem (no listing cache: a rewrite is seen).
 
-        return s3fs.S3FileSystem(**options)
+    S3 goes through botocore alone: s3fs would add aiobotocore and aiohttp, 0.3 s of imports
+    before the first request, for nothing the blocks read here need.
+    """
+    if scheme == S3:
+        import botocore.session  # type: ignore[import-untyped]
+
+        return botocore.session.Session().create_client("s3")
+    logging.getLogger("gcsfs").addHandler(logging.NullHandler())  # its give-up tracebacks
     import gcsfs  # type: ignore[import-untyped]
     import gcsfs.core  # type: ignore[import-untyped]
 
+    options = {"skip_instance_cache": True, "use_listings_cache": False}
     if os.environ.get("STORAGE_EMULATOR_HOST"):
         return gcsfs.core.GCSFileSystem(token="anon", **options)
     return gcsfs.GCSFileSystem(**options)
+
+
+class _S3Stream(io.RawIOBase):
+    """An S3 object read in ranged GETs of BLOCK_SIZE, each naming the listed ETag (If-Match),
+    so a rewrite mid-read fails rather than mixes.
+
+    Opening fetches the first block (a small one: a Parquet object is only sniffed here), so
+    an object changed since the listing is told at once. Once reading goes on from one block
+    to the next, the block after is fetched in the background while this one is used: at most
+    two blocks are held.
+    """
+
+    def __init__(self, client: Any, obj: RemoteObject) -> None:
+        super().__init__()
+        _, self._bucket, self._key = _split(obj.url)
+        self._client, self._obj, self._pos = client, obj, 0
+        self._start, self._block = 0, self._get(0, FIRST_BLOCK)
+        self._ahead: tuple[int, Future[bytes]] | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._obj.size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        if self._pos >= self._obj.size:
+            return 0
+        if not self._start <= self._pos < self._start + len(self._block):
+            self._move_to(self._pos)
+        at = self._pos - self._start
+        count = min(len(buffer), len(self._block) - at)
+        memoryview(buffer).cast("B")[:count] = memoryview(self._block)[at : at + count]
+        self._pos += count
+        return count
+
+    def close(self) -> None:
+        self._block, self._ahead = b"", None  # a fetch under way is left to finish, unread
+        super().close()
+
+    def _move_to(self, pos: int) -> None:
+        """Make the block at pos the current one; on a sequential read, start the next."""
+        sequential = pos == self._start + len(self._block)
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == pos:
+            block = self._fetched(ahead[1].result)
+        else:
+            block = self._fetched(lambda: self._get(pos, BLOCK_SIZE))
+        self._start, self._block = pos, block
+        after = pos + len(block)
+        if sequential and after < self._obj.size:
+            self._ahead = (after, _prefetcher().submit(self._get, after, BLOCK_SIZE))
+
+    def _fetched(self, fetch: Callable[[], bytes]) -> bytes:
+        """A block, fetched now or awaited; a failure is one RemoteReadError saying why."""
+        try:
+            return fetch()
+        except Exception as exc:
+            cause = _cause(self._client, self._obj.url, exc, probe=False)
+            raise RemoteReadError(errno.EIO, cause) from None
+
+    def _get(self, start: int, size: int) -> bytes:
+        """The object's bytes from start, at most size of them, from the listed version."""
+        end = min(start + size, self._obj.size) - 1
+        options = {"Range": f"bytes={start}-{end}"} if end >= start else {}  # none: empty
+        if self._obj.version:
+            options["IfMatch"] = f'"{self._obj.version}"'
+        for attempt in range(_BODY_ATTEMPTS):
+            answer = self._client.get_object(Bucket=self._bucket, Key=self._key, **options)
+            try:
+                return bytes(answer["Body"].read())
+            except Exception as exc:  # the body broke off: botocore retries requests only
+                if attempt + 1 == _BODY_ATTEMPTS or not _unreachable(exc):
+                    raise
+        raise AssertionError("unreachable")
+
+
+_BODY_ATTEMPTS = 3
+
+
+@lru_cache(maxsize=1)
+def _prefetcher() -> ThreadPoolExecutor:
+    """The threads that fetch the next block of the objects being read."""
+    return ThreadPoolExecutor(max_workers=2, thread_name_prefix="backfill-s3")
 
 
 class _Stream(io.RawIOBase):
@@ -241,18 +394,21 @@ class _Stream(io.RawIOBase):
 
 
 def _cause(fs: Any, url: str, exc: BaseException, *, probe: bool = True) -> str:
-    """Why a request about an object failed, in words a user can act on."""
+    """Why a request about an object failed, in words a user can act on.
+
+    ``fs`` is the S3 client or GCS filesystem, or None when making it failed.
+    """
     if _unreachable(exc):
-        underlying = getattr(exc, "kwargs", {}).get("error")  # botocore's wrapped aiohttp error
+        underlying = getattr(exc, "kwargs", {}).get("error")  # botocore's wrapped network error
         return f"cannot reach {_endpoint(fs, url)} ({_first_line(underlying or exc)})"
     if url.startswith(S3):
         return _s3_cause(fs, url, exc, probe)
     return _gcs_cause(fs, url, exc, probe)
 
 
-def _s3_cause(fs: Any, url: str, exc: BaseException, probe: bool) -> str:
+def _s3_cause(client: Any, url: str, exc: BaseException, probe: bool) -> str:
     """Why an S3 request failed, by botocore's exception class and S3's error code."""
-    from botocore import exceptions as aws  # type: ignore[import-untyped]
+    from botocore import exceptions as aws
 
     code = _aws_code(exc)
     if isinstance(exc, aws.NoCredentialsError | aws.PartialCredentialsError):
@@ -264,13 +420,11 @@ def _s3_cause(fs: Any, url: str, exc: BaseException, probe: bool) -> str:
         return f"no such AWS profile ({_first_line(exc)})"
     if code == "NoSuchBucket":
         return "no such bucket"
-    if isinstance(exc, FileNotFoundError):
+    if code in _GONE:
         return "no such object"
     if code == "403" and probe:  # HEAD answers carry no error code: a one-byte GET tells which
-        code = _aws_code(_failure(lambda: _probe_s3(fs, url))) or code
-    if code in _AWS_CODES:
-        return _AWS_CODES[code]
-    return "access denied" if isinstance(exc, PermissionError) else _first_line(exc)
+        code = _aws_code(_failure(lambda: _probe_s3(client, url))) or code
+    return _AWS_CODES.get(code) or _first_line(exc)
 
 
 _AWS_CODES = {
@@ -286,10 +440,13 @@ _AWS_CODES = {
 }
 
 
-def _probe_s3(fs: Any, url: str) -> None:
+_GONE = ("NoSuchKey", "404", "NotFound")  # a GET's code for a missing key, and a HEAD's
+
+
+def _probe_s3(client: Any, url: str) -> None:
     """Ask for the first byte of an object, to learn the error code a HEAD request hides."""
     _, bucket, key = _split(url)
-    fs.call_s3("get_object", Bucket=bucket, Key=key, Range="bytes=0-0")
+    client.get_object(Bucket=bucket, Key=key, Range="bytes=0-0")
 
 
 def _aws_code(exc: BaseException | None) -> str:
@@ -323,6 +480,7 @@ def _gcs_cause(fs: Any, url: str, exc: BaseException, probe: bool) -> str:
 def _unreachable(exc: BaseException) -> bool:
     """Whether a failure is a connection that could not be made or was lost."""
     names = {"EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError"}
+    names |= {"ReadTimeoutError", "ResponseStreamingError", "IncompleteReadError"}
     names |= {"ClientConnectorError", "ServerDisconnectedError", "FSTimeoutError"}
     return any(
         isinstance(link, ConnectionError | TimeoutError) or type(link).__name__ in names
@@ -331,35 +489,38 @@ def _unreachable(exc: BaseException) -> bool:
 
 
 def _endpoint(fs: Any, url: str) -> str:
-    """The server a filesystem talks to, for a message."""
+    """The server a client or filesystem talks to, for a message."""
     if url.startswith(GCS):
         return f"the GCS endpoint {fs._location}"
     try:
-        return f"the S3 endpoint {fs.s3.meta.endpoint_url}"
+        return f"the S3 endpoint {fs.meta.endpoint_url}"
     except Exception:
         return "the S3 endpoint"
 
 
-def _s3_storage_options(fs: Any, bucket: str) -> dict[str, str]:
-    """Polars object_store options for the endpoint and region s3fs uses; credentials are Polars'.
+def _s3_storage_options(client: Any, bucket: str) -> dict[str, str]:
+    """Polars object_store options for the endpoint and region botocore uses; credentials are
+    Polars'. A server other than AWS is not asked anything.
 
     "allow_http" (not "aws_allow_http", which Polars takes for a credential key and then skips
     its boto3 credential provider) lets object_store speak plain HTTP to a local server.
     """
-    meta = fs.s3.meta
+    meta = client.meta
     endpoint = str(meta.endpoint_url)
     if (urlsplit(endpoint).hostname or "").endswith(_AWS_HOSTS):
-        return {"aws_region": _bucket_region(fs, bucket) or meta.region_name or "us-east-1"}
+        return {"aws_region": _bucket_region(client, bucket) or meta.region_name or "us-east-1"}
     options = {"aws_endpoint_url": endpoint, "aws_region": meta.region_name or "us-east-1"}
     if endpoint.startswith("http://"):
         options["allow_http"] = "true"
     return options
 
 
-def _bucket_region(fs: Any, bucket: str) -> str | None:
-    """An AWS bucket's own region (object_store, unlike botocore, does not follow redirects)."""
+@lru_cache(maxsize=64)
+def _bucket_region(client: Any, bucket: str) -> str | None:
+    """An AWS bucket's own region (object_store, unlike botocore, does not follow redirects);
+    asked once per bucket and client, not once per object under a prefix."""
     try:
-        head = fs.call_s3("head_bucket", Bucket=bucket)
+        head = client.head_bucket(Bucket=bucket)
     except Exception:
         return None
     headers = head.get("ResponseMetadata", {}).get("HTTPHeaders", {})
