@@ -36,8 +36,9 @@ import io
 import json
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, BinaryIO, TypeVar
@@ -322,7 +323,7 @@ class _S3Stream(io.RawIOBase):
         self._start, self._block = pos, block
         after = pos + len(block)
         if sequential and after < self._obj.size:
-            self._ahead = (after, _prefetcher().submit(self._get, after, BLOCK_SIZE))
+            self._ahead = (after, _in_background(lambda: self._get(after, BLOCK_SIZE)))
 
     def _fetched(self, fetch: Callable[[], bytes]) -> bytes:
         """A block, fetched now or awaited; a failure is one RemoteReadError saying why."""
@@ -351,10 +352,19 @@ class _S3Stream(io.RawIOBase):
 _BODY_ATTEMPTS = 3
 
 
-@lru_cache(maxsize=1)
-def _prefetcher() -> ThreadPoolExecutor:
-    """The threads that fetch the next block of the objects being read."""
-    return ThreadPoolExecutor(max_workers=2, thread_name_prefix="backfill-s3")
+def _in_background(fetch: Callable[[], bytes]) -> Future[bytes]:
+    """fetch() in a daemon thread: a read that hangs must not hold up the process's exit,
+    as a pool's threads would (they are joined when Python exits)."""
+    future: Future[bytes] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(fetch())
+        except BaseException as exc:  # handed to whoever waits for the block
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="backfill-s3", daemon=True).start()
+    return future
 
 
 class _Stream(io.RawIOBase):

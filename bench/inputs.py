@@ -18,7 +18,7 @@ credentials and a region (validate reads ``s3://bench/...``; the bare reads pass
 Polars ``storage_options``). moto answers a ranged GET by reading the whole object and
 slicing it; the benchmark patches that to read only the range, as S3 does
 (``--moto-whole-ranges`` leaves moto as it is). The S3 part needs backfill.remote and moto,
-boto3 and s3fs in the venv (``pip install -e '.[test]'``); without them it is skipped, saying
+boto3 and botocore in the venv (``pip install -e '.[test]'``); without them it is skipped, saying
 why.
 
 It prints one table (validate's and the bare read's wall time and peak RSS, and validate / bare
@@ -237,7 +237,7 @@ def s3_missing(env: dict[str, str]) -> str | None:
         from moto.server import ThreadedMotoServer  # noqa: F401
     except ImportError as exc:
         return f"{exc.name} is not installed (pip install -e '.[test]')"
-    check = [sys.executable, "-P", "-c", "import backfill.remote, s3fs"]
+    check = [sys.executable, "-P", "-c", "import backfill.remote, botocore"]
     found = subprocess.run(check, env=env, capture_output=True, text=True, check=False)
     if found.returncode != 0:
         return f"backfill cannot read S3 yet: {last_line(found.stderr)}"
