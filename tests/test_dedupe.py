@@ -21,11 +21,11 @@ from backfill.errors import RunAborted
 
 Sighting = tuple[str, int] | None
 
-MEMORY_ROWS = 3_000_000
+MEMORY_ROWS = 1_500_000
 MEMORY_BATCH = 10_000
 # What the store may add to a process's peak memory, whatever the number of keys: its page
-# cache (32 MiB) and one batch's worth of lists. Holding 2,700,000 keys in a Python dict
-# would take several hundred MB.
+# cache (32 MiB) and one batch's worth of lists. Holding 1,350,000 keys in a Python dict
+# with their first rows takes about 250 MB.
 MEMORY_BOUND_MIB = 100
 # A child process that feeds MEMORY_ROWS keys in batches, 10% of them repeating the key of
 # an earlier row (in the same batch or up to two batches back), and prints what it saw.
