@@ -55,6 +55,9 @@ MALFORMED = "__malformed"
 LINE = "__line"
 NOT_JSON = "not valid JSON"
 SURROGATE_ESCAPE = r"\\[uU][dD][89a-fA-F]"
+# A key with an escape in it (\u0061, \/): escapes are paired off from its opening quote on.
+ESCAPED_KEY = r'"(?:[^"\\]|\\.)*\\[u/](?:[^"\\]|\\.)*"\s*:'
+JSONPATH_DEPTH = 128  # Polars' JSONPath (serde_json) reads no line nested deeper
 MAYBE_NOT_STRING = r"^[-0-9\[{]"  # how a number, an array or an object starts
 REGEX_SPECIAL = frozenset("\\.+*?()|[]{}^$#&-~")
 # No export column has a blank name (CSV names are trimmed and blank ones numbered; a mapping
@@ -1192,20 +1195,34 @@ def _jsonl_frame(chunk: bytes, lines_before: int, columns: Sequence[str]) -> pl.
     Polars reads the lines and their fields; Python reads only what Polars cannot: lines
     nested too deep for it, and fields whose names its JSONPath cannot express.
     """
-    text, undecodable = _decode_lines(chunk)
-    line = _lines(text)
-    frame = pl.DataFrame({LINE: line}).with_columns(
-        pl.int_range(lines_before + 1, lines_before + 1 + pl.len(), dtype=pl.Int64).alias(ROW)
-    )
-    frame = frame.filter(pl.col(LINE).str.strip_chars() != "")
     paths = {c: json_path(c) for c in columns}
-    if not undecodable and all(paths.values()):
-        read = _jsonl_read_once(chunk, frame, paths)
+    if all(paths.values()):
+        read = _jsonl_read_once(chunk, lines_before, paths)
         if read is not None:
             return read
+    text, undecodable = _decode_lines(chunk)
+    frame = _numbered(_lines(text), lines_before)
+    frame = frame.filter(pl.col(LINE).str.strip_chars() != "")
+    return _jsonl_slow(frame, [lines_before + 1 + i for i in undecodable], paths)
+
+
+def _numbered(lines: pl.Series, lines_before: int) -> pl.DataFrame:
+    """The lines as a LINE column beside their 1-based line numbers (ROW)."""
+    rows = pl.int_range(lines_before + 1, lines_before + 1 + len(lines), eager=True)
+    return pl.DataFrame([lines.alias(LINE), rows.cast(pl.Int64).alias(ROW)])
+
+
+def _jsonl_slow(
+    frame: pl.DataFrame, undecodable: list[int], paths: dict[str, str | None]
+) -> pl.DataFrame:
+    """The lines' fields by JSONPath, one parse per field, and by Python where it cannot.
+
+    What this reads is what every faster reading must read alike, line by line: a line's
+    fields and verdict depend on that line alone.
+    """
     body = pl.col(LINE)
     frame = frame.with_columns(
-        pl.when(pl.col(ROW).is_in([lines_before + 1 + i for i in undecodable]))
+        pl.when(pl.col(ROW).is_in(undecodable))
         .then(pl.lit("not valid UTF-8"))
         .when(~body.str.strip_chars_start().str.starts_with("{"))
         .then(pl.lit("not a JSON object"))
@@ -1221,64 +1238,157 @@ def _jsonl_frame(chunk: bytes, lines_before: int, columns: Sequence[str]) -> pl.
         ],
     )
     unread = [c for c, p in paths.items() if p is None]
-    frame = _read_in_python(frame, pl.col(MALFORMED) == NOT_JSON, columns)
+    frame = _read_in_python(frame, pl.col(MALFORMED) == NOT_JSON, list(paths))
     if unread:
         frame = _read_in_python(frame, pl.col(MALFORMED).is_null(), unread)
     return frame.select(ROW, MALFORMED, pl.all().exclude(ROW, MALFORMED, LINE), LINE)
 
 
 def _jsonl_read_once(
-    chunk: bytes, frame: pl.DataFrame, paths: dict[str, str | None]
+    chunk: bytes, lines_before: int, paths: dict[str, str | None]
 ) -> pl.DataFrame | None:
     """The chunk's fields with each line parsed once, or None where the slow path must read.
 
     Polars' NDJSON reader parses every line once, where a JSONPath per field parses it once
-    per field. It writes numbers and nested values its own way (1.0 as "1", objects with
-    spaces), so cells that may be one are read again by JSONPath, exactly as the slow path
-    reads them; strings, booleans and nulls read alike. A chunk it refuses (a line that is
-    not a JSON object, or not JSON) goes to the slow path, which says which line is wrong.
+    per field, and reads strings, booleans and nulls alike. It writes numbers and nested
+    values its own way (1.0 as "1", objects with spaces), so cells that are one are read
+    again by JSONPath; lines it may read otherwise (see _unsure_lines) are read by the slow
+    path. A chunk it refuses (a line that is not a JSON object, or not JSON, or not UTF-8)
+    goes all to the slow path, which says which line is wrong.
     """
-    if frame.is_empty() or frame[LINE].str.contains(SURROGATE_ESCAPE).any():
-        return None  # the reader reads a lone surrogate escape as NUL, not as an error
+    lines = _jsonl_lines(chunk)
+    if lines is None or lines.is_empty():
+        return None
     try:
         read = pl.read_ndjson(chunk, schema={c: pl.String for c in paths})
     except pl.exceptions.PolarsError:
         return None
-    if read.height != frame.height:
-        return None
-    lines = frame[LINE].alias("line")
-    cells = {}
-    lost = pl.Series(dtype=pl.UInt32)
-    for column, path in paths.items():
-        values = read[column].alias("cell")  # a Series method reads a name like ^a$ as a regex
-        # A key given twice: the reader keeps the first value, JSONPath (and Python) the last.
-        # A key seen once and followed by a quote holds a string, which reads alike.
-        # A key written with escapes is not found by the pattern: read again too.
-        key = _key_pattern(column)
-        seen = lines.str.count_matches(key)
-        unsure = (seen > 1) | ((seen == 0) & values.is_not_null())
-        maybe = (values.str.contains(MAYBE_NOT_STRING).fill_null(False) & ~unsure).arg_true()
-        text = lines.gather(maybe).str.contains(key + r'\s*"')
-        again = unsure.arg_true().append(maybe.filter(~text)).sort()
+    frame = _numbered(lines, lines_before)
+    if read.height != frame.height:  # the reader passes blank lines over: so do we, then
+        frame = frame.filter(pl.col(LINE).str.strip_chars() != "")
+        if read.height != frame.height:
+            return None
+    # Columns named by position: a Series method, or pl.col, reads ^a$ as a regex.
+    values = [v.alias(f"value{i}") for i, v in enumerate(read.get_columns())]
+    probe = pl.DataFrame([frame[LINE].alias("line"), *values])
+    facts = _line_facts(probe, read.columns)
+    slow = _unsure_lines(probe, facts, read.columns)
+    agains = _not_strings(probe, facts, read.columns, slow)
+    cells: list[pl.Series] = []
+    for column, path, again in zip(paths, paths.values(), agains, strict=True):
+        cell = probe.to_series(len(cells) + 1)
         if not again.is_empty():
-            exact = lines.gather(again).str.json_path_match(str(path))
+            exact = probe["line"].gather(again).str.json_path_match(str(path))
             # JSONPath gives up where Python does not (nesting past 128 levels)
-            lost = lost.append(again.filter(exact.is_null()))
-            values = values.scatter(again, exact)
-        cells[frame_column(column)] = values
-    frame = frame.with_columns(
-        pl.lit(None, pl.String).alias(MALFORMED), *[v.alias(n) for n, v in cells.items()]
+            slow = slow.scatter(again.filter(exact.is_null()), True)
+            cell = cell.scatter(again, exact)
+        cells.append(cell.alias(frame_column(column)))
+    malformed = pl.repeat(None, frame.height, dtype=pl.String, eager=True).alias(MALFORMED)
+    frame = pl.DataFrame([frame[ROW], malformed, *cells, frame[LINE]])
+    rows = slow.arg_true()
+    if rows.is_empty():
+        return frame
+    again_slowly = _jsonl_slow(frame.select(ROW, LINE)[rows], [], paths)
+    return frame.with_columns(
+        frame[name].scatter(rows, again_slowly[name]) for name in again_slowly.columns[1:-1]
     )
-    if not lost.is_empty():
-        deep = pl.int_range(pl.len()).is_in(lost.unique().implode())
-        frame = _read_in_python(frame, deep, list(paths))
-    return frame.select(ROW, MALFORMED, pl.all().exclude(ROW, MALFORMED, LINE), LINE)
+
+
+def _jsonl_lines(chunk: bytes) -> pl.Series | None:
+    """A chunk's lines (without line ends), or None if they are not all UTF-8."""
+    spare = next((c for c in LINE_SEPARATORS if c.encode() not in chunk), None)
+    try:
+        if spare is None:
+            return _lines(chunk.decode("utf-8"))
+        lines = pl.read_csv(
+            chunk,
+            has_header=False,
+            separator=spare,
+            quote_char=None,
+            schema={LINE: pl.String},
+            empty_string_is_null=False,
+            raise_if_empty=False,
+        )[LINE]
+    except (pl.exceptions.PolarsError, UnicodeDecodeError):  # Polars checks UTF-8 as it reads
+        return None
+    return lines.str.strip_suffix("\r") if b"\r" in chunk else lines
+
+
+def _line_facts(probe: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """What the checks of a chunk's lines look at, found in one query (run in parallel).
+
+    For each key (by position): how often the line writes it (``seen``), and whether the
+    reader's value starts like a number, an array or an object (``maybe``); for the line:
+    its brackets and braces, and whether it has an escape a key could be written with.
+    """
+    line = pl.col("line")
+    escapes = line.str.contains("\\u", literal=True)
+    if any("/" in k for k in keys):
+        escapes = escapes | line.str.contains("\\/", literal=True)
+    return probe.select(
+        *[line.str.count_matches(_quoted_key(k)).alias(f"seen{i}") for i, k in enumerate(keys)],
+        *[
+            pl.col(f"value{i}").str.contains(MAYBE_NOT_STRING).fill_null(False).alias(f"maybe{i}")
+            for i in range(len(keys))
+        ],
+        line.str.count_matches(r"[\[{]").alias("openers"),  # a line is nested no deeper
+        escapes.alias("escapes"),
+    )
+
+
+def _unsure_lines(probe: pl.DataFrame, facts: pl.DataFrame, keys: list[str]) -> pl.Series:
+    """Lines whose fields the NDJSON reader may read other than JSONPath does.
+
+    A key given twice (the reader keeps the first value, JSONPath the last), or written
+    with escapes (its pattern does not see it), or a lone surrogate escape (read as NUL,
+    not refused), or nesting past JSONPath's 128 levels (read by Python, which may refuse
+    it). A key is looked for as written, quotes and all: no string holds that pattern, as
+    its quotes are escaped there; a string value that is a key's name only adds to a count.
+    """
+    seen = [(facts[f"seen{i}"], probe[f"value{i}"]) for i in range(len(keys))]
+    unsure = pl.select(
+        pl.any_horizontal(
+            *[(n > 1) | ((n == 0) & value.is_not_null()) for n, value in seen],
+            facts["openers"] > JSONPATH_DEPTH,
+        )
+    ).to_series()
+    # Many lines have escapes in values; few have them in a key, or a surrogate escape.
+    escaped = facts["escapes"].arg_true()
+    worse = probe["line"].gather(escaped).str.contains(f"{ESCAPED_KEY}|{SURROGATE_ESCAPE}")
+    return unsure.scatter(escaped.filter(worse), True)
+
+
+def _not_strings(
+    probe: pl.DataFrame, facts: pl.DataFrame, keys: list[str], slow: pl.Series
+) -> list[pl.Series]:
+    """For each key, the rows (not slow) where it holds a number, an array or an object.
+
+    Only a value that starts like one may be one; it is a string after all where its key
+    (given once and as written, or the line is slow: _unsure_lines) is followed by a quote.
+    """
+    maybe = [facts[f"maybe{i}"] & ~slow for i in range(len(keys))]
+    some = [i for i, m in enumerate(maybe) if m.any()]
+    # As most exports write it (no spaces): a plain search, far cheaper than a pattern.
+    compact = probe.select(
+        pl.col("line").str.contains(compact_json(keys[i]) + ':"', literal=True).alias(str(i))
+        for i in some
+    )
+    again = [pl.Series(dtype=pl.UInt32)] * len(keys)
+    for i, found in zip(some, compact.get_columns(), strict=True):
+        rows = (maybe[i] & ~found).arg_true()
+        spaced = probe["line"].gather(rows).str.contains(_key_pattern(keys[i]) + r'\s*"')
+        again[i] = rows.filter(~spaced)
+    return again
+
+
+def _quoted_key(key: str) -> str:
+    """A regex for a key as a JSON line writes it, quotes and all (not with escapes)."""
+    return "".join(f"\\{c}" if c in REGEX_SPECIAL else c for c in compact_json(key))
 
 
 def _key_pattern(key: str) -> str:
     """A regex for a key as a JSON line writes it (a key written with escapes is not found)."""
-    escaped = "".join(f"\\{c}" if c in REGEX_SPECIAL else c for c in compact_json(key))
-    return escaped + r"\s*:"
+    return _quoted_key(key) + r"\s*:"
 
 
 def _read_in_python(frame: pl.DataFrame, wanted: pl.Expr, columns: Sequence[str]) -> pl.DataFrame:

@@ -753,6 +753,56 @@ def test_jsonl_read_once_reads_what_jsonpath_per_field_reads(
     assert fast.to_dicts() == slow.to_dicts()
 
 
+def _written(pairs: list[tuple[str, Any]], spelling: list[tuple[bool, str, str]]) -> str:
+    """An object line with its keys in order, given twice or not, spelled as drawn."""
+    parts = []
+    for (key, value), (escaped, before, after) in zip(pairs, spelling, strict=False):
+        name = "".join(f"\\u{ord(c):04x}" for c in key) if escaped else json.dumps(key)[1:-1]
+        parts.append(f'"{name}"{before}:{after}{json.dumps(value)}')
+    return "{" + ",".join(parts) + "}"
+
+
+JSONL_LINE_VALUES = JSON_VALUES | st.sampled_from(
+    # Strings that look like numbers or hold keys, quotes and backslashes, and numbers
+    # the reader writes otherwise than JSONPath.
+    ["1.0", "-0", '{"a": 1}', '"a":', '\\"a\\":', "\\u0061", "a", "c.d", 1.0, -0.0, 1e2, 2**65]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.lists(
+            st.tuples(st.sampled_from([*JSONL_KEYS, "z", "x/y"]), JSONL_LINE_VALUES),
+            max_size=6,
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    st.lists(
+        st.tuples(
+            st.sampled_from([False, False, False, True]),  # a key written with escapes
+            st.sampled_from(["", " "]),
+            st.sampled_from(["", " "]),
+        )
+    ),
+    st.lists(st.sampled_from(["", "  ", "\r"]), max_size=6),
+)
+def test_jsonl_read_once_reads_keys_given_twice_or_escaped_alike(
+    lines: list[list[tuple[str, Any]]], spelling: list[tuple[bool, str, str]], ends: list[str]
+) -> None:
+    # Keys given twice (the last one wins), written with escapes, with spaces around the
+    # colon, in any position; values that look like what they are not; blank lines.
+    # Each line takes the spellings from its own place on, so lines differ.
+    written = [_written(pairs, spelling[i:] + spelling[:i]) for i, pairs in enumerate(lines)]
+    ends += [""] * len(written)
+    text = "".join(line + end + "\n" for line, end in zip(written, ends, strict=False))
+    keys = [*JSONL_KEYS, "x/y"]
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        fast, slow = _jsonl_both_ways(text.encode(), keys, monkeypatch)
+    assert fast.to_dicts() == slow.to_dicts()
+
+
 @pytest.mark.parametrize(
     "chunk",
     [
@@ -766,8 +816,24 @@ def test_jsonl_read_once_reads_what_jsonpath_per_field_reads(
         b'{"a": 1.0, "b": -0, "c.d": 1E2}\n\n  \n{"a": [1, {"x": 2.50}]}\r\n',
         b'[1]\n{"a": 1}',
         b'{"a": 1} trailing',
+        # A key given once as written and once with escapes, either way round: the last wins.
+        b'{"a": "x", "\\u0061": "y"}',
+        b'{"\\u0061": "x", "a": "y"}',
+        b'{"a": "x", "b": "y", "a": null}',
+        b'{"a": null, "b": "y", "a": "x"}',
+        b'{"a" : "x", "a":"y"}',
+        # A string value that holds a key, its quotes escaped; a value that is a key's name.
+        b'{"b": "\\"a\\": 1", "a": "1.5"}\n{"b": "a", "a": "b"}',
+        # A lone surrogate beside lines the reader reads alike; \/ in a key with a slash.
+        b'{"a": "x"}\n{"a": "\\udc00"}\n{"a": 1.0}',
+        b'{"x\\/y": 1.0, "a": "\\/"}',
+        # Nested past JSONPath's depth in a field not asked for, and past Python's.
+        b'{"a": "x", "z": ' + b"[" * 200 + b"]" * 200 + b"}",
+        b'{"a": "x", "z": ' + b"[" * 1000 + b"]" * 1000 + b"}",
+        # Blank lines and line ends of every kind between lines read alike.
+        b'\n  \n{"a": "1"}\r\n\r\n{"a": 2}\n\n',
     ],
 )
 def test_jsonl_read_once_edge_cases(chunk: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
-    fast, slow = _jsonl_both_ways(chunk, JSONL_KEYS, monkeypatch)
+    fast, slow = _jsonl_both_ways(chunk, [*JSONL_KEYS, "x/y"], monkeypatch)
     assert fast.to_dicts() == slow.to_dicts()
