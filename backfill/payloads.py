@@ -24,7 +24,6 @@ EPOCH = r"^[0-9]{9,19}(\.[0-9]+)?$"  # seconds to nanoseconds, by the number of 
 ANY_EPOCH = r"^[0-9]+(\.[0-9]+)?$"  # when the mapping gives the unit
 UTC_OFFSET = r"^[+-]([01][0-9]|2[0-3])(:?[0-5][0-9])?$"
 CONVERTIBLE_NAME = r"^[A-Za-z0-9 _\-./]+$"
-SIMPLE_JSON_STRING = r'^"[^"\\\x00-\x1f]*"$'  # a JSON string whose text is what the quotes hold
 DECIMAL_COMMA = r"^[+-]?([0-9]{1,3}(\.[0-9]{3})+|[0-9]+)(,[0-9]+)?$"  # 1.234,50 or 12,5
 TYPED_VALUES = ("string_value", "int_value", "double_value", "float_value")  # GA4's value fields
 FUTURE_TOLERANCE = timedelta(minutes=5)
@@ -555,14 +554,7 @@ def _with_unwrapped(table: pl.DataFrame) -> pl.DataFrame:
         table = table.with_columns(_in_quotes(value).alias("__quoted"))
         if not table["__quoted"].any():
             break
-        # A quoted text without escapes or control characters is its own inner text: only
-        # the others need the JSON parser.
-        simple = value.str.contains(SIMPLE_JSON_STRING)
-        inner = value.str.slice(1, value.str.len_chars() - 2)
-        parsed = pl.coalesce(
-            pl.when(simple).then(inner), pl.when(~simple).then(value).str.json_path_match("$")
-        )
-        decoded = pl.when("__quoted").then(parsed.str.strip_chars())
+        decoded = pl.when("__quoted").then(value).str.json_path_match("$").str.strip_chars()
         table = table.with_columns(pl.coalesce(decoded, value).alias("__unwrapped"))
     return table.drop("__quoted", strict=False)
 

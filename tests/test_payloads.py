@@ -17,7 +17,6 @@ from backfill.mapping import Mapping, Source
 from backfill.payloads import (
     PAYLOAD,
     REASON,
-    SIMPLE_JSON_STRING,
     _epoch,
     _whole_epoch,
     build_payloads,
@@ -438,17 +437,3 @@ def test_whole_epoch_numbers_read_as_the_text_cut_reads_them(digits: list[str]) 
         _whole_epoch(pl.col("t")).alias("whole"), _epoch(pl.col("t"), None).alias("cut")
     )
     assert read["whole"].to_list() == read["cut"].to_list()
-
-
-@settings(max_examples=500, deadline=None)
-@given(st.text(max_size=12) | st.text(alphabet='"\\ab\x00\x1f\x7f é', max_size=8).map(repr))
-def test_a_simple_json_string_is_what_its_quotes_hold(text: str) -> None:
-    # Unwrapping reads a quoted value matching SIMPLE_JSON_STRING without the JSON parser.
-    value = '"' + text + '"'
-    table = pl.DataFrame({"v": [value]}, schema={"v": pl.String})
-    simple, parsed = table.select(
-        pl.col("v").str.contains(SIMPLE_JSON_STRING).alias("simple"),
-        pl.col("v").str.json_path_match("$").alias("parsed"),
-    ).row(0)
-    if simple:
-        assert parsed == text
