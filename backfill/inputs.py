@@ -1256,6 +1256,8 @@ def _jsonl_read_once(
     path. A chunk it refuses (a line that is not a JSON object, or not JSON, or not UTF-8)
     goes all to the slow path, which says which line is wrong.
     """
+    if not paths:  # the reader would check nothing: a malformed line would pass as a row
+        return None
     lines = _jsonl_lines(chunk)
     if lines is None or lines.is_empty():
         return None
@@ -1311,7 +1313,7 @@ def _jsonl_lines(chunk: bytes) -> pl.Series | None:
         )[LINE]
     except (pl.exceptions.PolarsError, UnicodeDecodeError):  # Polars checks UTF-8 as it reads
         return None
-    return lines.str.strip_suffix("\r") if b"\r" in chunk else lines
+    return lines  # Polars' reader takes a \r before a line end as part of the line end
 
 
 def _line_facts(probe: pl.DataFrame, keys: list[str]) -> pl.DataFrame:

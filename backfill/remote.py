@@ -199,7 +199,7 @@ def _version(info: dict[str, Any]) -> str:
 def _s3_under(client: Any, url: str) -> list[RemoteObject]:
     """Every object under an S3 prefix, as _under; size and ETag come with the listing."""
     _, bucket, key = _split(url)
-    root = key.rstrip("/") + "/" if key.strip("/") else ""
+    root = key  # ends in "/" (or is the whole bucket's ""): "a//" is not "a/"
     found: list[RemoteObject] = []
     token: dict[str, str] = {}
     while True:

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 import backfill.inputs
 from backfill.cli import cli_message
 from backfill.errors import InputError
-from backfill.inputs import LINE, batches, format_of_name, open_input
+from backfill.inputs import LINE, MALFORMED, batches, format_of_name, open_input
 
 Write = Callable[[str, str | bytes], str]
 Run = Callable[..., Result]
@@ -832,8 +832,25 @@ def test_jsonl_read_once_reads_keys_given_twice_or_escaped_alike(
         b'{"a": "x", "z": ' + b"[" * 1000 + b"]" * 1000 + b"}",
         # Blank lines and line ends of every kind between lines read alike.
         b'\n  \n{"a": "1"}\r\n\r\n{"a": 2}\n\n',
+        # Only the line end goes: a \r before it stays part of the line (as written out).
+        b'{"a":"x"}\r\r\n{"a":"y"}\r\r\r\n',
+        b'{"a":"x"}\r\r',
     ],
 )
 def test_jsonl_read_once_edge_cases(chunk: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
     fast, slow = _jsonl_both_ways(chunk, [*JSONL_KEYS, "x/y"], monkeypatch)
     assert fast.to_dicts() == slow.to_dicts()
+
+
+def test_jsonl_lines_are_checked_when_no_column_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    # An input that has none of the mapping's columns still has its broken lines named.
+    chunk = b'{"x":1}\n{"x":1,}\n[1]\nnull\n{"x":tru}\n'
+    fast, slow = _jsonl_both_ways(chunk, [], monkeypatch)
+    assert fast.to_dicts() == slow.to_dicts()
+    assert fast[MALFORMED].to_list() == [
+        None,
+        "not valid JSON",
+        "not a JSON object",
+        "not a JSON object",
+        "not valid JSON",
+    ]

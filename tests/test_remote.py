@@ -82,6 +82,12 @@ def test_whole_bucket(s3: S3) -> None:
     ]
 
 
+def test_a_prefix_is_taken_as_written(s3: S3) -> None:
+    s3.put("a/x.csv", b"x")
+    s3.put("a//y.csv", b"y")
+    assert [o.url for o in list_objects("s3://exports/a//")] == ["s3://exports/a//y.csv"]
+
+
 @pytest.mark.parametrize(
     ("url", "message"),
     [
