@@ -299,18 +299,18 @@ def _with_fast_iso(frame: pl.DataFrame) -> pl.DataFrame:
         pl.col("__is_spaced"),
         _spaced_base,
         [TS_TEXT, "__is_spaced"],
-        patch={"__fast_spaced": "__fast_base"},
+        patch={"__fast_time": "__fast_base"},  # __fast_base, with the spaced rows read
     )
     # Fractions and offsets repeat ("Z", ".123Z", "+02:00"): read each distinct one once.
     frame = per_distinct(frame, ["__fast_rest"], _with_fast_tail)
-    ok = pl.col("__fast_spaced").is_not_null() & pl.col("__fast_tail_ok")
-    moment = pl.col("__fast_spaced") + pl.col("__fast_shift")
+    ok = pl.col("__fast_time").is_not_null() & pl.col("__fast_tail_ok")
+    moment = pl.col("__fast_time") + pl.col("__fast_shift")
     return frame.with_columns(pl.when(ok).then(moment).alias("__fast"))
 
 
 def _spaced_base(table: pl.DataFrame) -> pl.DataFrame:
-    """__fast_spaced: the date and time of rows that have a space for the T."""
-    return table.select(_seconds(_iso()).alias("__fast_spaced"))
+    """__fast_time: the date and time of rows that have a space for the T."""
+    return table.select(_seconds(_iso()).alias("__fast_time"))
 
 
 def _seconds(iso: pl.Expr) -> pl.Expr:
