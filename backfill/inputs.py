@@ -906,6 +906,16 @@ def _lines(text: str) -> pl.Series:
 
 def _raw_lines(chunk: bytes) -> pl.Series | None:
     """The chunk's lines as read by Polars (no quoting), or None if no spare separator exists."""
+    lines = _polars_lines(chunk)
+    return None if lines is None else lines.str.strip_suffix("\r")
+
+
+def _polars_lines(chunk: bytes) -> pl.Series | None:
+    """The chunk's lines by Polars' reader, split at a byte no line holds; None without one.
+
+    The reader takes a \r before a line end as part of the line end, and refuses bytes that
+    are not UTF-8 (a PolarsError).
+    """
     spare = next((c for c in LINE_SEPARATORS if c.encode() not in chunk), None)
     if spare is None:
         return None
@@ -918,7 +928,7 @@ def _raw_lines(chunk: bytes) -> pl.Series | None:
         empty_string_is_null=False,
         raise_if_empty=False,
     )
-    return frame["line"].str.strip_suffix("\r")
+    return frame["line"]
 
 
 def _field_counts(lines: pl.Series, frame: pl.DataFrame, sep: str) -> pl.Series:
@@ -1298,22 +1308,11 @@ def _jsonl_read_once(
 
 def _jsonl_lines(chunk: bytes) -> pl.Series | None:
     """A chunk's lines (without line ends), or None if they are not all UTF-8."""
-    spare = next((c for c in LINE_SEPARATORS if c.encode() not in chunk), None)
     try:
-        if spare is None:
-            return _lines(chunk.decode("utf-8"))
-        lines = pl.read_csv(
-            chunk,
-            has_header=False,
-            separator=spare,
-            quote_char=None,
-            schema={LINE: pl.String},
-            empty_string_is_null=False,
-            raise_if_empty=False,
-        )[LINE]
-    except (pl.exceptions.PolarsError, UnicodeDecodeError):  # Polars checks UTF-8 as it reads
+        lines = _polars_lines(chunk)
+        return _lines(chunk.decode("utf-8")) if lines is None else lines.alias(LINE)
+    except (pl.exceptions.PolarsError, UnicodeDecodeError):
         return None
-    return lines  # Polars' reader takes a \r before a line end as part of the line end
 
 
 def _line_facts(probe: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
