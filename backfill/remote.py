@@ -109,9 +109,11 @@ def open_object(obj: RemoteObject) -> BinaryIO:
         raw = _S3Stream(store, obj) if scheme == S3 else _open_gcs(store, obj)
     except InputError:
         raise
+    except _BrokeOff as exc:
+        raise InputError(f"{obj.url}: {exc}", file=obj.url) from None
     except Exception as exc:
         gone = _aws_code(exc) in (*_GONE, "PreconditionFailed")  # If-Match: not the listed ETag
-        if gone or isinstance(exc, FileNotFoundError):
+        if gone or isinstance(exc, FileNotFoundError | _Replaced):
             raise InputError(f"{obj.url}: {_CHANGED}", file=obj.url) from None
         raise InputError(f"{obj.url}: {_cause(store, obj.url, exc)}", file=obj.url) from None
     return io.BufferedReader(raw, buffer_size=2**16)
@@ -162,7 +164,8 @@ def _split(url: str) -> tuple[str, str, str]:
 def _under(fs: Any, url: str) -> list[RemoteObject]:
     """Every object under a prefix, recursively, in name order, markers and hidden ones left out."""
     scheme, _, _ = _split(url)
-    root = url[len(scheme) :].rstrip("/") + "/"
+    root = url[len(scheme) :]  # "a//" is not "a/": keys under "a/x" must not be read
+    root += "" if root.endswith("/") else "/"
     entries = fs.find(root, detail=True)
     return [
         RemoteObject(scheme + name, int(info["size"]), _version(info))
@@ -192,8 +195,16 @@ def _one(fs: Any, url: str) -> RemoteObject:
 
 
 def _version(info: dict[str, Any]) -> str:
-    """An object's version: its S3 ETag (quotes dropped) or its GCS generation."""
-    return str(info.get("ETag") or info.get("generation") or "").strip('"')
+    """An object's version: its S3 ETag (quotes dropped, W/ kept) or its GCS generation."""
+    version = str(info.get("ETag") or info.get("generation") or "")
+    weak = version.startswith("W/")
+    return "W/" * weak + version.removeprefix("W/").strip('"')
+
+
+def _same_version(listed: str, answered: str) -> bool:
+    """Whether a GET's ETag is the listed one, by weak comparison (W/ ignored); a server that
+    sends none is taken at its word."""
+    return not answered or answered.removeprefix("W/") == listed.removeprefix("W/")
 
 
 def _s3_under(client: Any, url: str) -> list[RemoteObject]:
@@ -329,6 +340,10 @@ class _S3Stream(io.RawIOBase):
         """A block, fetched now or awaited; a failure is one RemoteReadError saying why."""
         try:
             return fetch()
+        except _Replaced:
+            raise RemoteReadError(errno.EIO, _AWS_CODES["PreconditionFailed"]) from None
+        except _BrokeOff as exc:
+            raise RemoteReadError(errno.EIO, str(exc)) from None
         except Exception as exc:
             cause = _cause(self._client, self._obj.url, exc, probe=False)
             raise RemoteReadError(errno.EIO, cause) from None
@@ -337,19 +352,40 @@ class _S3Stream(io.RawIOBase):
         """The object's bytes from start, at most size of them, from the listed version."""
         end = min(start + size, self._obj.size) - 1
         options = {"Range": f"bytes={start}-{end}"} if end >= start else {}  # none: empty
-        if self._obj.version:
-            options["IfMatch"] = f'"{self._obj.version}"'
+        version = self._obj.version
+        # If-Match compares strongly, so a weak ETag would fail every GET: those are
+        # compared here, on the answer, instead.
+        if version and not version.startswith("W/"):
+            options["IfMatch"] = f'"{version}"'
         for attempt in range(_BODY_ATTEMPTS):
             answer = self._client.get_object(Bucket=self._bucket, Key=self._key, **options)
+            if not _same_version(version, _version(answer)):
+                answer["Body"].close()
+                raise _Replaced()
             try:
                 return bytes(answer["Body"].read())
             except Exception as exc:  # the body broke off: botocore retries requests only
-                if attempt + 1 == _BODY_ATTEMPTS or not _unreachable(exc):
+                answer["Body"].close()  # its connection is spoilt: not back to the pool
+                if not _unreachable(exc):
                     raise
+                if attempt + 1 == _BODY_ATTEMPTS:
+                    raise _BrokeOff(exc) from exc
         raise AssertionError("unreachable")
 
 
 _BODY_ATTEMPTS = 3
+
+
+class _Replaced(Exception):
+    """A GET answered with another version of the object than the one listed."""
+
+
+class _BrokeOff(Exception):
+    """An object's body broke off mid-transfer on every attempt (the server was reached)."""
+
+    def __str__(self) -> str:
+        cause = self.args[0]
+        return f"the transfer broke off {_BODY_ATTEMPTS} times ({_first_line(cause)}); try again"
 
 
 def _in_background(fetch: Callable[[], bytes]) -> Future[bytes]:

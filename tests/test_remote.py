@@ -9,12 +9,16 @@ emulator checks none) and real AWS region lookup (moto answers for every region)
 
 from __future__ import annotations
 
+import http.server
 import io
 import json
 import subprocess
 import sys
 import textwrap
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import polars as pl
 import pytest
@@ -347,6 +351,81 @@ def test_read_error_is_an_os_error(s3: S3, change: str, cause: str) -> None:
     assert str(caught.value) == cause
 
 
+class _OddS3(http.server.BaseHTTPRequestHandler):
+    """One object, served as S3-compatible servers may: with a weak ETag on every answer, a
+    GET's ETag unlike the listed one, or every body cut off halfway."""
+
+    body = b""
+    etag = 'W/"v1"'
+    cut = False
+    if_match: ClassVar[list[str | None]] = []  # each GET's If-Match header; per fixture
+
+    def do_GET(self) -> None:
+        self.if_match.append(self.headers.get("If-Match"))
+        first, last = self.headers["Range"].removeprefix("bytes=").split("-")
+        part = self.body[int(first) : int(last) + 1]
+        self.send_response(206)
+        self.send_header("Content-Range", f"bytes {first}-{last}/{len(self.body)}")
+        self.send_header("Content-Length", str(len(part)))
+        self.send_header("ETag", self.etag)
+        self.end_headers()
+        self.wfile.write(part[: len(part) // 2] if self.cut else part)
+        self.close_connection = self.cut
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(name="odd_s3")
+def odd_s3_fixture(s3: S3, monkeypatch: pytest.MonkeyPatch) -> Iterator[type[_OddS3]]:
+    """_OddS3 on a loopback port, as the S3 endpoint (with the s3 fixture's dummy keys)."""
+    handler = type("Handler", (_OddS3,), {"if_match": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.handle_error = lambda request, address: None  # type: ignore[method-assign]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{server.server_address[1]}")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    try:
+        yield handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_weak_etag_is_compared_on_the_answer(odd_s3: type[_OddS3]) -> None:
+    odd_s3.body = bytes(range(256)) * (BLOCK_SIZE // 64)  # four blocks
+    obj = RemoteObject("s3://exports/a.csv", len(odd_s3.body), "W/v1")  # as listed
+    with open_object(obj) as stream:
+        assert stream.read() == odd_s3.body
+    assert odd_s3.if_match and set(odd_s3.if_match) == {None}  # If-Match would fail: strong
+
+
+def test_weak_etag_of_another_version_is_a_replaced_object(odd_s3: type[_OddS3]) -> None:
+    odd_s3.body = b"x" * (3 * BLOCK_SIZE)
+    obj = RemoteObject("s3://exports/a.csv", len(odd_s3.body), "W/v1")  # as listed
+    with open_object(obj) as stream:
+        assert stream.read(10) == b"x" * 10
+        odd_s3.etag = 'W/"v2"'
+        with pytest.raises(OSError) as caught:
+            stream.read()
+    assert str(caught.value) == "the object was replaced while it was being read; read it again"
+    with pytest.raises(InputError) as refused:
+        open_object(obj)
+    assert str(refused.value) == f"s3://exports/a.csv: {CHANGED}"
+
+
+def test_a_body_that_breaks_off_every_time(odd_s3: type[_OddS3]) -> None:
+    odd_s3.body, odd_s3.cut = b"x" * 1000, True
+    obj = RemoteObject("s3://exports/a.csv", 1000, "W/v1")
+    with pytest.raises(InputError) as caught:
+        open_object(obj)
+    message = str(caught.value)
+    assert message.startswith("s3://exports/a.csv: the transfer broke off 3 times (")
+    assert message.endswith("); try again") and "cannot reach" not in message
+    assert len(odd_s3.if_match) == 3
+
+
 def _parquet(rows: int) -> tuple[pl.DataFrame, bytes]:
     frame = pl.DataFrame({"id": range(rows), "event": [f"e{i % 7}" for i in range(rows)]})
     out = io.BytesIO()
@@ -407,6 +486,16 @@ def test_gcs_prefix_in_name_order_without_markers(gcs: GCS) -> None:
         gcs.put(key, body)
     objects = list_objects("gs://exports/daily/2024/")
     assert [o.url for o in objects] == [f"gs://exports/{k}" for k in LISTED]
+
+
+def test_gcs_a_prefix_is_taken_as_written(gcs: GCS) -> None:
+    gcs.put("a/x.csv", b"x")
+    gcs.put("a//y.csv", b"y")
+    assert [o.url for o in list_objects("gs://exports/a//")] == ["gs://exports/a//y.csv"]
+    assert [o.url for o in list_objects("gs://exports/a/")] == [
+        "gs://exports/a//y.csv",
+        "gs://exports/a/x.csv",
+    ]
 
 
 @pytest.mark.parametrize(
