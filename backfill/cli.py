@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import sys
 import traceback
 from collections.abc import Callable
@@ -107,6 +108,13 @@ def reports_errors(func: F) -> F:
         except KeyboardInterrupt:  # Ctrl-C outside a send, which handles its own
             click.echo("error: interrupted", err=True)
             sys.exit(ExitCode.INTERRUPTED)
+        except BrokenPipeError:
+            if not _output_is_a_pipe():
+                raise
+            # Whoever read our output has gone (| head): stop quietly, as Unix tools do.
+            # Output still buffered goes nowhere, or Python's exit would fail on it too.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(ExitCode.OUTPUT_CLOSED)
         except Exception as exc:
             if click.get_current_context().find_root().params.get("debug"):
                 click.echo(redact(traceback.format_exc()), err=True, nl=False)
@@ -115,6 +123,14 @@ def reports_errors(func: F) -> F:
             sys.exit(ExitCode.NOTHING_SENT)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _output_is_a_pipe() -> bool:
+    """Whether standard output is a pipe (a closed one explains a BrokenPipeError)."""
+    try:
+        return stat.S_ISFIFO(os.fstat(sys.stdout.fileno()).st_mode)
+    except (OSError, ValueError):  # no file descriptor (a test runner's buffer)
+        return False
 
 
 def _cli_words(text: str, words: tuple[tuple[str, str], ...]) -> str:

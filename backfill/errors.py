@@ -20,13 +20,14 @@ from enum import Enum, IntEnum
 
 
 class ExitCode(IntEnum):
-    """Process exit codes, as SPEC.md defines them."""
+    """Process exit codes: SPEC.md's, and the shell's 141 for a closed output pipe."""
 
     OK = 0
     PROBLEMS = 1
     NOTHING_SENT = 2
     ABORTED = 3
     INTERRUPTED = 130
+    OUTPUT_CLOSED = 141  # what a shell reports for a tool that SIGPIPE stopped (| head)
 
 
 class Hint(Enum):

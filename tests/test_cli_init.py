@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import shutil
+import subprocess
+import sys
 import zipfile
 from collections.abc import Callable
 from datetime import datetime
@@ -826,3 +829,30 @@ def test_a_directory_is_guessed_from_its_first_export(write: Write, run: Run) ->
     # A mapping written where the directory's readers skip it is fine.
     assert run("init", "exports", "-o", "exports/_mapping.toml").exit_code == 0
     assert valid_rows(run, "exports", "exports/_mapping.toml") == (5, 5)
+
+
+def test_output_closed_early_stops_quietly(tmp_path: Path) -> None:
+    """`backfill init ... | head -1`: no error about the closed pipe, and the shell's 141."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before anything is written
+    try:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "backfill",
+                "init",
+                str(REPO / "sample_data" / "events.csv"),
+                "-o",
+                str(tmp_path / "m"),
+            ],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (141, "")
+    assert load_mapping(tmp_path / "m").embeddable_id.column == "flow_id"
