@@ -29,7 +29,7 @@ import threading
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Literal, NamedTuple, cast
+from typing import Any, BinaryIO, Literal, NamedTuple, TypeVar, cast
 
 import polars as pl
 
@@ -45,6 +45,7 @@ FORMATS: dict[str, Format] = {
     ".json": "json",
     ".parquet": "parquet",
 }
+T = TypeVar("T")  # what read_ahead hands over
 SEPARATORS = {"csv": ",", "tsv": "\t"}
 SNIFFED_DELIMITERS = (",", ";", "\t", "|")  # delimiter = "auto" picks the commonest in the header
 PARQUET_MAGIC = b"PAR1"
@@ -853,8 +854,8 @@ def _size(size: int) -> str:
     return f"{size >> 20} MiB" if size % (1 << 20) == 0 else f"{size:,} bytes"
 
 
-def read_ahead(frames: Iterator[pl.DataFrame], depth: int = 1) -> Iterator[pl.DataFrame]:
-    """Yield the frames of an iterator that runs one step ahead in a thread.
+def read_ahead(frames: Iterator[T], depth: int = 1) -> Iterator[T]:
+    """Yield the frames (or items) of an iterator that runs one step ahead in a thread.
 
     Polars releases the GIL while it parses, so the next batch is read while the caller
     validates this one; ``depth`` bounds how many batches wait, and so the memory used.

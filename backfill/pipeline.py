@@ -161,35 +161,69 @@ def checked_batches(
     resolved, plans = sources.resolve(mapping, inputs)
     seen = SeenKeys() if resolved.filter.dedupe or resolved.filter.dedupe_payload else None
     early = keep if seen is None else None
+
+    def check(item: tuple[str, pl.DataFrame]) -> CheckedBatch:
+        source, rows = item
+        read = sources.add_sources(rows, plans[source])
+        return CheckedBatch(source, rows, build_payloads(read, resolved, now, bodies))
+
     try:
-        for inp in inputs:
-            plan = plans[inp.name]
-
-            def check(
-                rows: pl.DataFrame, source: str = inp.name, plan: sources.InputPlan = plan
-            ) -> CheckedBatch:
-                read = sources.add_sources(rows, plan)
-                return CheckedBatch(source, rows, build_payloads(read, resolved, now, bodies))
-
+        for run in _runs(inputs):
             # A batch of a very wide input costs tens of MiB however few its rows: one batch
             # at a time, no read-ahead, keeps its memory as low as a narrow input's.
-            wide = len(inp.columns) > WIDE
+            wide = len(run[0].columns) > WIDE
             size = min(batch_bytes or WIDE_BATCH_BYTES, WIDE_BATCH_BYTES) if wide else batch_bytes
-            frames: Iterator[pl.DataFrame] = batches(inp, plan.reads, size)
+            frames = _frames(run, plans, size, early)
             if not wide:
                 frames = read_ahead(frames)
-            frames = _kept(frames, inp.name, early)
-            try:
-                for batch in in_order(check, frames, 1 if wide else VALIDATING_AT_ONCE):
-                    if seen is not None:
-                        batch = _only(_deduped(batch, seen, _dedupe_label(resolved)), keep)
-                    if batch.checked.height:
-                        yield batch
-            finally:
-                inp.close()
+            for batch in in_order(check, frames, 1 if wide else VALIDATING_AT_ONCE):
+                if seen is not None:
+                    batch = _only(_deduped(batch, seen, _dedupe_label(resolved)), keep)
+                if batch.checked.height:
+                    yield batch
     finally:
+        for inp in inputs:
+            inp.close()
         if seen is not None:
             seen.close()
+
+
+def _runs(inputs: Sequence[InputFile]) -> Iterator[list[InputFile]]:
+    """The inputs in order, in runs read as one stream of batches: a wide input on its own.
+
+    Reading runs on from one input into the next, so many small files (a bucket prefix, an
+    archive's members) keep the cores as busy, and hold as much memory, as one large file.
+    """
+    narrow: list[InputFile] = []
+    for inp in inputs:
+        if len(inp.columns) <= WIDE:
+            narrow.append(inp)
+            continue
+        if narrow:
+            yield narrow
+            narrow = []
+        yield [inp]
+    if narrow:
+        yield narrow
+
+
+def _frames(
+    run: Sequence[InputFile],
+    plans: dict[str, sources.InputPlan],
+    size: int | None,
+    keep: Callable[[str, pl.Series], pl.Series] | None,
+) -> Iterator[tuple[str, pl.DataFrame]]:
+    """Each input's batches in turn, with its name, less the rows ``keep`` leaves out (empty
+    batches are dropped); an input is closed once read."""
+    for inp in run:
+        try:
+            for rows in batches(inp, plans[inp.name].reads, size):
+                if keep is not None:
+                    rows = rows.filter(keep(inp.name, rows[ROW]))
+                if rows.height:
+                    yield inp.name, rows
+        finally:
+            inp.close()
 
 
 def _dedupe_label(mapping: Mapping) -> str:
@@ -228,19 +262,6 @@ def _only(batch: CheckedBatch, keep: Callable[[str, pl.Series], pl.Series] | Non
         return batch
     mask = keep(batch.source, batch.checked[ROW])
     return CheckedBatch(batch.source, batch.rows.filter(mask), batch.checked.filter(mask))
-
-
-def _kept(
-    frames: Iterator[pl.DataFrame],
-    source: str,
-    keep: Callable[[str, pl.Series], pl.Series] | None,
-) -> Iterator[pl.DataFrame]:
-    """The frames with only the rows ``keep`` picks, empty ones left out."""
-    for rows in frames:
-        if keep is not None:
-            rows = rows.filter(keep(source, rows[ROW]))
-        if rows.height:
-            yield rows
 
 
 def in_order(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backfill.errors import MappingError
+from backfill.inputs import ROW, WIDE
 from backfill.mapping import load_mapping
 from backfill.pipeline import checked_batches, open_inputs
 from tests.conftest import Run, Write
@@ -188,3 +190,40 @@ def test_since_and_until_may_be_toml_dates(write: Write, run: Run) -> None:
     mapping(write, tail="[filter]\nsince = 2020-01-01\n")
     report = json.loads(run("validate", "e.jsonl", "-m", "m.toml", "--json").output)
     assert (report["valid"], report["skipped_by_rule"]) == (1, {"since": 1})
+
+
+def _events(write: Write, name: str, count: int) -> str:
+    """A JSON Lines export of ``count`` valid events."""
+    records = [{"event": "a", "time": 1709296496, "email": f"{i}@x.io"} for i in range(count)]
+    return jsonl(write, name, records)
+
+
+def test_inputs_are_read_as_one_stream_in_order_each_closed_once_read(write: Write) -> None:
+    m = load_mapping(mapping(write))
+    wide_header = ",".join(["event", "time", "email", *(f"c{i}" for i in range(WIDE))])
+    wide = write("c.csv", f"{wide_header}\na,1709296496,c@x.io{',' * WIDE}\n")
+    paths = [_events(write, "a.jsonl", 300), _events(write, "b.jsonl", 300), wide]
+    paths.append(_events(write, "d.jsonl", 2))
+    inputs = open_inputs(paths, m)
+    order: list[tuple[str, int]] = []
+    b_read_before_a_was_done = -1
+    for batch in checked_batches(inputs, m, batch_bytes=4096):  # about 70 lines a batch
+        order += [(batch.source, row) for row in batch.checked[ROW]]
+        if order[-1] == (paths[0], 300):
+            b_read_before_a_was_done = inputs[1].rows_read
+    counts = {paths[0]: 300, paths[1]: 300, wide: 1, paths[3]: 2}
+    assert order == [(path, row) for path, n in counts.items() for row in range(1, n + 1)]
+    # Reading ran on into b.jsonl while a.jsonl's last batches were checked.
+    assert b_read_before_a_was_done > 0
+    assert all(inp.stream.closed for inp in inputs)
+
+
+def test_a_stream_of_inputs_stopped_early_closes_every_input(write: Write) -> None:
+    m = load_mapping(mapping(write))
+    paths = [_events(write, f"{name}.jsonl", 300) for name in "abc"]
+    inputs = open_inputs(paths, m)
+    stream = checked_batches(inputs, m, batch_bytes=4096)
+    assert next(stream).source == paths[0]
+    stream.close()  # type: ignore[attr-defined]
+    assert all(inp.stream.closed for inp in inputs)
+    assert "backfill-read-ahead" not in [thread.name for thread in threading.enumerate()]
