@@ -553,7 +553,8 @@ def _open_delimited(
         header_text = buf[:end].decode("utf-8")
     except UnicodeDecodeError:
         raise InputError(f"{name}: the header row is not valid UTF-8", file=name) from None
-    if UNDECODABLE in header_text:
+    # Only a transcoded input marks bytes it cannot read: in UTF-8, U+FFFF is a character.
+    if UNDECODABLE in header_text and isinstance(stream, _Transcoded):
         raise InputError(f"{name}: the header row has bytes its encoding cannot read", file=name)
     sep = delimiter or SEPARATORS.get(fmt, ",")
     if sep == "auto":

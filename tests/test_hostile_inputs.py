@@ -892,6 +892,10 @@ def plain_export(directory: Path, form: str, rows: list[dict[str, Any]], flow: s
         pytest.param("a\\b", "csv", True, id="backslash-csv-mapped"),
         pytest.param("it's 'x'", "jsonl", True, id="two-quotes-jsonl-mapped"),
         pytest.param("it's", "jsonl", True, id="one-quote-jsonl-mapped"),
+        # U+FFFF marks undecodable bytes of a transcoded input; in UTF-8 it is a character.
+        pytest.param("\uffff", "csv", True, id="uffff-csv-mapped"),
+        pytest.param("\uffff", "csv", False, id="uffff-csv-extra"),
+        pytest.param("\uffff", "jsonl", True, id="uffff-jsonl-mapped"),
     ],
 )
 def test_a_column_name_is_only_a_name(tmp_path: Path, name: str, form: str, mapped: bool) -> None:
