@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import select
 import stat
 import sys
 import traceback
@@ -108,14 +109,12 @@ def reports_errors(func: F) -> F:
         except KeyboardInterrupt:  # Ctrl-C outside a send, which handles its own
             click.echo("error: interrupted", err=True)
             sys.exit(ExitCode.INTERRUPTED)
-        except BrokenPipeError:
-            if not _output_is_a_pipe():
-                raise
-            # Whoever read our output has gone (| head): stop quietly, as Unix tools do.
-            # Output still buffered goes nowhere, or Python's exit would fail on it too.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            sys.exit(ExitCode.OUTPUT_CLOSED)
         except Exception as exc:
+            if isinstance(exc, BrokenPipeError) and _output_closed():
+                # Whoever read our output has gone (| head): stop quietly, as Unix tools
+                # do. Output still buffered goes nowhere, or Python's exit would fail on it.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                sys.exit(ExitCode.OUTPUT_CLOSED)
             if click.get_current_context().find_root().params.get("debug"):
                 click.echo(redact(traceback.format_exc()), err=True, nl=False)
             line = redact(f"{type(exc).__name__}: {exc}")
@@ -125,12 +124,19 @@ def reports_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _output_is_a_pipe() -> bool:
-    """Whether standard output is a pipe (a closed one explains a BrokenPipeError)."""
+def _output_closed() -> bool:
+    """Whether standard output is a pipe nobody reads any more (poll says POLLERR), rather
+    than some other pipe or FIFO the command was writing (a --report path, say)."""
+    poll = getattr(select, "poll", None)
     try:
-        return stat.S_ISFIFO(os.fstat(sys.stdout.fileno()).st_mode)
+        fd = sys.stdout.fileno()
     except (OSError, ValueError):  # no file descriptor (a test runner's buffer)
         return False
+    if poll is None or not stat.S_ISFIFO(os.fstat(fd).st_mode):
+        return False
+    watch = poll()
+    watch.register(fd, select.POLLOUT)
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in watch.poll(0))
 
 
 def _cli_words(text: str, words: tuple[tuple[str, str], ...]) -> str:

@@ -27,7 +27,7 @@ import sys
 import tempfile
 import threading
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Literal, NamedTuple, TypeVar, cast
 
@@ -855,7 +855,7 @@ def _size(size: int) -> str:
     return f"{size >> 20} MiB" if size % (1 << 20) == 0 else f"{size:,} bytes"
 
 
-def read_ahead(frames: Iterator[T], depth: int = 1) -> Iterator[T]:
+def read_ahead(frames: Iterator[T], depth: int = 1) -> Generator[T, None, None]:
     """Yield the frames (or items) of an iterator that runs one step ahead in a thread.
 
     Polars releases the GIL while it parses, so the next batch is read while the caller

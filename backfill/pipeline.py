@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -174,13 +175,13 @@ def checked_batches(
             wide = len(run[0].columns) > WIDE
             size = min(batch_bytes or WIDE_BATCH_BYTES, WIDE_BATCH_BYTES) if wide else batch_bytes
             frames = _frames(run, plans, size, early)
-            if not wide:
-                frames = read_ahead(frames)
-            for batch in in_order(check, frames, 1 if wide else VALIDATING_AT_ONCE):
-                if seen is not None:
-                    batch = _only(_deduped(batch, seen, _dedupe_label(resolved)), keep)
-                if batch.checked.height:
-                    yield batch
+            # Closed before the inputs are: a read-ahead thread may be reading one of them.
+            with closing(frames if wide else read_ahead(frames)) as read:
+                for batch in in_order(check, read, 1 if wide else VALIDATING_AT_ONCE):
+                    if seen is not None:
+                        batch = _only(_deduped(batch, seen, _dedupe_label(resolved)), keep)
+                    if batch.checked.height:
+                        yield batch
     finally:
         for inp in inputs:
             inp.close()
@@ -212,7 +213,7 @@ def _frames(
     plans: dict[str, sources.InputPlan],
     size: int | None,
     keep: Callable[[str, pl.Series], pl.Series] | None,
-) -> Iterator[tuple[str, pl.DataFrame]]:
+) -> Generator[tuple[str, pl.DataFrame], None, None]:
     """Each input's batches in turn, with its name, less the rows ``keep`` leaves out (empty
     batches are dropped); an input is closed once read."""
     for inp in run:

@@ -203,8 +203,10 @@ def _version(info: dict[str, Any]) -> str:
 
 def _same_version(listed: str, answered: str) -> bool:
     """Whether a GET's ETag is the listed one, by weak comparison (W/ ignored); a server that
-    sends none is taken at its word."""
-    return not answered or answered.removeprefix("W/") == listed.removeprefix("W/")
+    sends none, in the listing or the answer, is taken at its word."""
+    if not listed or not answered:
+        return True
+    return answered.removeprefix("W/") == listed.removeprefix("W/")
 
 
 def _s3_under(client: Any, url: str) -> list[RemoteObject]:

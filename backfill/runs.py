@@ -151,7 +151,7 @@ def _retry_locked(
     selected = _selected_rows(plan, done)  # reads the whole file: a bad line stops us here
     if run.mapping is None:
         items = _stored_jobs(plan, done)
-        return _send_items(run, identity, summary, items, on_progress, [], handle_signals)
+        return _send_items(run, identity, summary, items, on_progress, handle_signals)
     _check_inputs_unchanged(plan, run, cast(list[dict[str, object]], identity["inputs"]))
     inputs = pipeline.open_inputs(run.inputs, run.mapping, run.input_format)
     names = {inp.name for inp in inputs}  # files, archive members and objects, as read
@@ -339,9 +339,11 @@ def _send(
     )
     try:
         items = map(items_of, batches)
-        return _send_items(run, identity, summary, items, on_progress, inputs, handle_signals)
+        return _send_items(run, identity, summary, items, on_progress, handle_signals)
     finally:
-        batches.close()
+        batches.close()  # first: its read-ahead thread may still be reading an input
+        for inp in inputs:
+            inp.close()
 
 
 def _send_items(
@@ -350,38 +352,33 @@ def _send_items(
     summary: ResultsSummary,
     items: Iterator[Sequence[Item]],
     on_progress: OnProgress,
-    inputs: list[InputFile],
     handle_signals: bool,
 ) -> RunOutcome:
     """Open the results file (appending on resume) and send."""
     resume, overwrite = run.existing == "resume", run.existing == "overwrite"
-    try:
-        if not resume:
-            if os.path.exists(run.results) and not overwrite:
-                raise exists_error(run.results)
-            write_run_record(run.results, identity)  # first: a kill leaves no orphan
-        with ResultsWriter(run.results, overwrite=overwrite, append=resume) as writer:
-            if isinstance(run.destination, Sandbox):
-                sandbox = run.destination
-                # serve() gives the sandbox's URL, once it listens on a free port
-                target = Target(f"http://{SANDBOX_HOST}", sandbox.project_id, SANDBOX_API_KEY)
-                serve = _sandbox_server(sandbox)
-            else:
-                target, serve = run.destination, None
-            send(
-                items,
-                target,
-                run.options,
-                writer,
-                summary,
-                on_progress,
-                run.ssl_context,
-                serve,
-                handle_signals,
-            )
-    finally:
-        for inp in inputs:
-            inp.close()
+    if not resume:
+        if os.path.exists(run.results) and not overwrite:
+            raise exists_error(run.results)
+        write_run_record(run.results, identity)  # first: a kill leaves no orphan
+    with ResultsWriter(run.results, overwrite=overwrite, append=resume) as writer:
+        if isinstance(run.destination, Sandbox):
+            sandbox = run.destination
+            # serve() gives the sandbox's URL, once it listens on a free port
+            target = Target(f"http://{SANDBOX_HOST}", sandbox.project_id, SANDBOX_API_KEY)
+            serve = _sandbox_server(sandbox)
+        else:
+            target, serve = run.destination, None
+        send(
+            items,
+            target,
+            run.options,
+            writer,
+            summary,
+            on_progress,
+            run.ssl_context,
+            serve,
+            handle_signals,
+        )
     return RunOutcome(summary, run.existing, tuple(run.notes))
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import csv
+import fcntl
 import gc
 import json
+import os
+import select
 import subprocess
 import sys
 import warnings
@@ -680,3 +683,28 @@ def test_a_column_one_input_lacks_reads_as_empty_there(data: Path, write: Write,
     report = json.loads(result.output)
     assert report["invalid_by_reason"] == {"missing_embeddable_id": 1}
     assert report["examples"]["missing_embeddable_id"] == [{"source": "other.csv", "row": 1}]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo") or sys.platform != "linux", reason="F_SETPIPE_SZ")
+def test_a_broken_pipe_that_is_not_standard_output_is_an_error(tmp_path: Path) -> None:
+    """The report goes to a FIFO whose reader leaves mid-write; stdout is fine: not exit 141."""
+    fifo = tmp_path / "report.json"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    fcntl.fcntl(reader, 1031, 4096)  # F_SETPIPE_SZ: one page, less than the report
+    repo = Path(__file__).parent.parent
+    args = ["validate", str(repo / "sample_data" / "events.csv")]
+    args += ["-m", str(repo / "sample_data" / "mapping.toml"), "--report", str(fifo)]
+    command = subprocess.Popen(
+        [sys.executable, "-m", "backfill", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        select.select([reader], [], [], 60)  # the report's first page is written
+    finally:
+        os.close(reader)  # and the reader leaves, the rest of the report unread
+    out, err = command.communicate(timeout=60)
+    assert command.returncode == 2, (out, err)
+    assert err.startswith("error: ") and "Broken pipe" in err

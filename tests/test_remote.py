@@ -415,6 +415,14 @@ def test_weak_etag_of_another_version_is_a_replaced_object(odd_s3: type[_OddS3])
     assert str(refused.value) == f"s3://exports/a.csv: {CHANGED}"
 
 
+def test_an_object_listed_without_an_etag_is_read(odd_s3: type[_OddS3]) -> None:
+    # ETag is optional in a listing: without one there is nothing to compare answers with.
+    odd_s3.body, odd_s3.etag = b"id\n1\n", '"v1"'
+    with open_object(RemoteObject("s3://exports/a.csv", 5, "")) as stream:
+        assert stream.read() == b"id\n1\n"
+    assert odd_s3.if_match == [None]
+
+
 def test_a_body_that_breaks_off_every_time(odd_s3: type[_OddS3]) -> None:
     odd_s3.body, odd_s3.cut = b"x" * 1000, True
     obj = RemoteObject("s3://exports/a.csv", 1000, "W/v1")
