@@ -1,6 +1,7 @@
 """Benchmark ``backfill validate`` on the same events in every input form, local and in S3.
 
-    python bench/inputs.py [--rows 1000000] [--skip-5m] [--skip-s3] [--repeat N]
+    python bench/inputs.py [--rows 1000000] [--skip-5m] [--skip-s3 | --skip-local]
+                           [--only parquet,parquet_10_files,...] [--repeat N]
 
 Generates bench/out/events_<N>.csv (gen_events.py, 1% invalid rows) and a five times larger
 file if missing, and each of them again as CSV.gz, JSONL, Parquet (string columns, 100,000-row
@@ -493,6 +494,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the small size")
     parser.add_argument("--skip-5m", action="store_true", help="skip the 5x larger size")
     parser.add_argument("--skip-s3", action="store_true", help="local files only")
+    parser.add_argument("--skip-local", action="store_true", help="S3 only")
+    parser.add_argument(
+        "--only", default="", help="these forms only, by slug: csv,csvgz,jsonl,parquet,..."
+    )
     parser.add_argument("--repeat", type=int, default=1, help="best of N rounds of each")
     parser.add_argument(
         "--moto-whole-ranges",
@@ -515,8 +520,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = [small] if big is None else [small, big]
     forms = {rows: ensure_forms(rows) for rows in sizes}
     cases: list[Case] = []
+    only = {name for name in args.only.split(",") if name}
     for rows in sizes:
         for case in local_cases(forms[rows], rows):
+            if args.skip_local or (only and slug(case.form) not in only):
+                continue
             warm_cache(Path(case.source))
             run_case(case, mapping, args.repeat)
             cases.append(case)
@@ -529,6 +537,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"moto server at {endpoint}, ranged GETs {how}", flush=True)
             for rows in sizes:
                 for case in upload(endpoint, forms[rows], rows):
+                    if only and slug(case.form) not in only:
+                        continue
                     run_case(case, mapping, args.repeat)
                     cases.append(case)
     print(f"load average at the end: {os.getloadavg()[0]:.2f}", flush=True)
