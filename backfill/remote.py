@@ -197,8 +197,9 @@ def _one(fs: Any, url: str) -> RemoteObject:
 def _version(info: dict[str, Any]) -> str:
     """An object's version: its S3 ETag (quotes dropped, W/ kept) or its GCS generation."""
     version = str(info.get("ETag") or info.get("generation") or "")
-    weak = version.startswith("W/")
-    return "W/" * weak + version.removeprefix("W/").strip('"')
+    if version.startswith("W/"):
+        return "W/" + version.removeprefix("W/").strip('"')
+    return version.strip('"')
 
 
 def _same_version(listed: str, answered: str) -> bool:
