@@ -21,7 +21,7 @@ from backfill.diagnosis import NotFoundGroup
 from backfill.errors import UsageError
 from backfill.report import OTHER, REPAIR_WORDS, TOP, ValidationReport, keep_private
 from backfill.summary import ProblemExample, ResultsSummary
-from backfill.tables import open_private
+from backfill.tables import open_private, writing
 
 MAX_BARS = 400  # a time chart with more days than this counts per week, month or year
 LABEL_CHARS = 40
@@ -135,7 +135,7 @@ def is_html(path: str) -> bool:
 
 def write_html(page: str, path: str) -> None:
     """Write a page, readable by its owner only (it names files and may hold personal data)."""
-    with open_private(path, "w", UsageError) as out:
+    with writing(path, UsageError), open_private(path, "w", UsageError) as out:
         keep_private(out.fileno())
         out.write(page)
 

@@ -32,7 +32,7 @@ from backfill.payloads import (
     SKIP_RULE,
     TIME,
 )
-from backfill.tables import open_private
+from backfill.tables import open_private, writing
 
 EXAMPLES_PER_REASON = 5
 MAX_DISTINCT = 10_000  # beyond this many distinct names, counts go to OTHER to bound memory
@@ -242,7 +242,7 @@ def _iso(moment: datetime | None) -> str | None:
 
 def write_json(report: dict[str, Any], path: str) -> None:
     """Write a report as indented JSON, readable by its owner only (it names personal data)."""
-    with open_private(path, "w", UsageError) as out:
+    with writing(path, UsageError), open_private(path, "w", UsageError) as out:
         keep_private(out.fileno())
         json.dump(report, out, indent=2)
         out.write("\n")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from types import TracebackType
 from typing import IO
 
@@ -28,11 +30,22 @@ def open_private(path: str, mode: str, error: type[BackfillError]) -> IO[str]:
     return os.fdopen(fd, mode, encoding="utf-8", newline="")
 
 
+@contextmanager
+def writing(path: str, error: type[BackfillError]) -> Iterator[None]:
+    """Make a failure to write ``path`` (a full disk, a closed pipe) ``error``, naming it."""
+    try:
+        yield
+    except OSError as exc:
+        # Polars' errors carry no strerror: "No space left on device (os error 28)".
+        reason = exc.strerror or re.sub(r" \(os error \d+\)$", "", str(exc).strip())
+        raise error(f"{path}: cannot write: {reason}", file=path) from None
+
+
 class TableWriter:
     """Appends frames with a fixed column list; missing columns are written empty."""
 
     def __init__(self, path: str, columns: Sequence[str], error: type[BackfillError]) -> None:
-        self.path = path
+        self.path, self.error = path, error
         self.columns = list(columns)
         self.csv = is_csv(path)
         self.out = open_private(path, "w", error)
@@ -43,17 +56,21 @@ class TableWriter:
         missing = [pl.lit(None, pl.String).alias(c) for c in self.columns if c not in frame.columns]
         # By exact name: select would read a column named "*" or "^...$" as a pattern.
         frame = frame.with_columns(missing).select(cs.by_name(*self.columns, require_all=True))
-        if self.csv:
-            frame.write_csv(self.out, include_header=not self.header_written)
-            self.header_written = True
-        else:
-            frame.write_ndjson(self.out)
+        with writing(self.path, self.error):
+            if self.csv:
+                frame.write_csv(self.out, include_header=not self.header_written)
+                self.header_written = True
+            else:
+                frame.write_ndjson(self.out)
 
     def close(self) -> None:
         """Flush and close the file."""
-        if self.csv and not self.header_written:
-            pl.DataFrame(schema={c: pl.String for c in self.columns}).write_csv(self.out)
-        self.out.close()
+        with writing(self.path, self.error):
+            try:
+                if self.csv and not self.header_written:
+                    pl.DataFrame(schema={c: pl.String for c in self.columns}).write_csv(self.out)
+            finally:
+                self.out.close()
 
     def __enter__(self) -> TableWriter:
         return self

@@ -399,3 +399,27 @@ def test_coloured_tables_stay_aligned() -> None:
     ]
     for a, b in zip(plain, styled, strict=True):
         assert a == b.replace("[", "").replace("]", "")
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(["validate", "events.csv", "-m", "mapping.toml", "--report", "full.json"]),
+        pytest.param(["validate", "events.csv", "-m", "mapping.toml", "--report", "full.html"]),
+        pytest.param(["validate", "events.csv", "-m", "mapping.toml", "--invalid-out", "full.csv"]),
+        pytest.param(
+            ["validate", "events.csv", "-m", "mapping.toml", "--invalid-out", "full.jsonl"]
+        ),
+        pytest.param(["report", "r.jsonl", "--html", "full.html"]),
+    ],
+    ids=["report-json", "report-html", "invalid-csv", "invalid-jsonl", "results-page"],
+)
+def test_a_full_disk_is_one_line_naming_the_file(workdir: Path, run: Run, args: list[str]) -> None:
+    sample(workdir)
+    if args[0] == "report":
+        send_sample(run)
+    Path(args[-1]).symlink_to("/dev/full")  # every write fails: No space left on device
+    result = run(*args)
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {args[-1]}: cannot write: No space left on device\n"
