@@ -956,9 +956,11 @@ def _delimited_frame(
     """Parse a CSV/TSV chunk with Polars, falling back to the csv module for broken chunks."""
     if not balanced and chunk.count(b'"') % 2:
         return _unterminated(chunk, inp, rows_before)
-    if len(inp.columns) > WIDE or one_record:
+    if len(inp.columns) > WIDE or one_record or chunk.startswith(BOM):
         # Polars' reader costs some KiB a column for each piece it splits a chunk into; and
-        # one record of that many lines is not a chunk to check line by line.
+        # one record of that many lines is not a chunk to check line by line. Polars also
+        # drops a byte order mark at the start of what it is given: here that is data (the
+        # file's own was skipped when it was opened).
         return _delimited_slow(chunk, inp, rows_before)
     sep = inp.delimiter
     try:

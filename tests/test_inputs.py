@@ -205,6 +205,16 @@ def test_bom_and_line_ends(write: Write, name: str, content: str | bytes, rows: 
     assert read(name, ["id", "name", "note"]) == rows
 
 
+@pytest.mark.parametrize("block", [1, 8 << 20], ids=["a-record-a-chunk", "one-chunk"])
+def test_a_byte_order_mark_after_the_header_is_data(
+    write: Write, monkeypatch: pytest.MonkeyPatch, block: int
+) -> None:
+    # Only the file's own mark is skipped: one that starts a chunk is a character of a cell.
+    write("b.csv", "id,name,note\n\ufeff1,x,y\n2,\ufeffp,q\n")
+    monkeypatch.setattr(backfill.inputs, "BATCH_BYTES", block)
+    assert read("b.csv") == [(1, None, "\ufeff1", "x", "y"), (2, None, "2", "\ufeffp", "q")]
+
+
 # CSV cells and quoting.
 
 
@@ -684,7 +694,9 @@ def rfc4180(cell: str) -> str:
     return cell
 
 
-CELL = st.text(alphabet=st.sampled_from(list('ab ,"\n\r\t\u00e9\x1f\x1e\x1d\x1c\x07')), max_size=12)
+CELL = st.text(
+    alphabet=st.sampled_from(list('ab ,"\n\r\t\u00e9\ufeff\x1f\x1e\x1d\x1c\x07')), max_size=12
+)
 
 
 @settings(max_examples=60, deadline=None)
